@@ -1,0 +1,3 @@
+"""segkit: config-driven semantic segmentation on PaddlePaddle."""
+
+__version__ = "0.1.0"

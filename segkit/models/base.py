@@ -1,0 +1,66 @@
+"""The contract every segmentation model and backbone in segkit follows.
+
+* A backbone is an ``nn.Layer`` whose ``forward(x)`` returns a list of feature maps and which
+  declares ``out_channels`` and ``out_strides`` (one entry per output), so heads take their input
+  widths from it rather than from a second copy in YAML.
+* A segmentation model is a ``SegModel``. In training mode ``forward(x)`` returns the list of
+  logits (main first, auxiliaries after), ``num_outputs`` long; in eval mode it returns the main
+  logits alone. Logits are resized to the input's height and width (bilinear, align_corners False).
+* A model whose upstream checkpoints use other key names provides ``remap_checkpoint_keys``, a
+  pure function from the upstream state dict to segkit's; ``segkit.checkpoint.load_weights``
+  applies it.
+"""
+
+from typing import Dict, List, Optional
+
+import numpy as np
+import paddle
+from paddle import nn
+
+from segkit.checkpoint import load_weights, read_state_dict
+
+
+class SegModel(nn.Layer):
+    """Base class of segmentation models.
+
+    Attributes:
+        num_outputs: how many logits the model returns in training (main + auxiliaries).
+        num_classes: the number of classes it predicts.
+    """
+
+    num_outputs: int = 1
+    num_classes: int
+
+    @staticmethod
+    def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Translate an upstream checkpoint's keys to this model's; identity by default."""
+        return state
+
+    def outputs(self, logits: List[paddle.Tensor]):
+        """Return ``logits`` in training and only the main logits in eval (the forward contract)."""
+        return logits if self.training else logits[0]
+
+
+def load_pretrained(
+    layer: nn.Layer,
+    pretrained: Optional[str],
+    allow_missing=(),
+    allow_unexpected=(),
+    allow_shape_mismatch=(),
+) -> None:
+    """Load ``pretrained`` (a path, URL or zip) into ``layer`` if given; strict apart from the named prefixes."""
+    if not pretrained:
+        return
+    load_weights(
+        layer,
+        read_state_dict(pretrained),
+        source=pretrained,
+        allow_missing=allow_missing,
+        allow_unexpected=allow_unexpected,
+        allow_shape_mismatch=allow_shape_mismatch,
+    )
+
+
+def resize_to(logits: paddle.Tensor, size) -> paddle.Tensor:
+    """Bilinear resize of NCHW ``logits`` to ``size`` (H, W), align_corners False."""
+    return nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)

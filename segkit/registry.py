@@ -1,0 +1,137 @@
+"""Small, strict registries and the builder that turns config dicts into objects.
+
+Every buildable component (model, backbone, head, dataset, transform, loss, optimizer,
+scheduler) is registered under a unique name. ``build`` checks the config keys against the
+constructor's signature, so a misspelled key fails at build time with the dotted key and the
+closest valid names, instead of being swallowed by ``**kwargs``.
+"""
+
+import difflib
+import inspect
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from segkit.errors import ConfigError
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> List[str]:
+    """Return up to ``n`` candidates that look like ``word`` (case-insensitive)."""
+    candidates = list(candidates)
+    lowered = {c.lower(): c for c in candidates}
+    hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.5)
+    return [lowered[h] for h in hits]
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """A ``did you mean ...?`` suffix for an error message, or an empty string."""
+    hits = close_matches(word, candidates)
+    return f" Did you mean {', '.join(repr(h) for h in hits)}?" if hits else ""
+
+
+class Registry:
+    """A name -> class/function table for one kind of component.
+
+    Args:
+        name: what the registry holds, used in error messages ("models", "transforms").
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._items: Dict[str, Callable] = {}
+
+    def register(self, obj: Optional[Callable] = None, *, name: Optional[str] = None):
+        """Register ``obj`` under ``name`` (default: its ``__name__``); usable as a decorator."""
+
+        def add(target: Callable) -> Callable:
+            key = name or target.__name__
+            if key in self._items:
+                raise ValueError(f"{key!r} is already registered in the {self.name} registry")
+            self._items[key] = target
+            return target
+
+        return add(obj) if obj is not None else add
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def __iter__(self):
+        return iter(sorted(self._items))
+
+    def names(self) -> List[str]:
+        """All registered names, sorted."""
+        return sorted(self._items)
+
+    def get(self, key: str, where: str = "") -> Callable:
+        """Look up ``key``; an unknown name raises ConfigError listing the close matches."""
+        if key not in self._items:
+            at = f"{where}: " if where else ""
+            raise ConfigError(
+                f"{at}unknown {self.name} type {key!r}.{did_you_mean(key, self._items)} "
+                f"Registered {self.name}: {', '.join(self.names())}."
+            )
+        return self._items[key]
+
+
+MODELS = Registry("models")
+BACKBONES = Registry("backbones")
+HEADS = Registry("heads")
+DATASETS = Registry("datasets")
+TRANSFORMS = Registry("transforms")
+LOSSES = Registry("losses")
+OPTIMIZERS = Registry("optimizers")
+LR_SCHEDULERS = Registry("lr_schedulers")
+
+# Registries searched, in order, for a nested ``{type: ...}`` dict inside a component's config.
+NESTED_REGISTRIES = (BACKBONES, HEADS, MODELS, TRANSFORMS, LOSSES)
+
+
+def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
+    """Raise ConfigError if ``kwargs`` holds a key ``target`` does not accept, or lacks a required one."""
+    sig = inspect.signature(target)
+    params = sig.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"{where}.{key}: unknown key for {getattr(target, '__name__', target)}."
+                f"{did_you_mean(key, accepted)} Valid keys: {', '.join(accepted)}."
+            )
+    missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in kwargs]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}.")
+
+
+def find_registry(type_name: str, where: str) -> Registry:
+    """The registry among NESTED_REGISTRIES that holds ``type_name``."""
+    for reg in NESTED_REGISTRIES:
+        if type_name in reg:
+            return reg
+    every = [n for reg in NESTED_REGISTRIES for n in reg.names()]
+    raise ConfigError(f"{where}.type: unknown type {type_name!r}.{did_you_mean(type_name, every)}")
+
+
+def build(cfg: Dict[str, Any], registry: Registry, where: str, **extra: Any) -> Any:
+    """Build the component described by ``cfg`` (a dict with a ``type`` key) from ``registry``.
+
+    Nested dicts that carry a ``type`` key (a backbone inside a model, say) are built first, from
+    whichever registry knows their type. ``extra`` arguments are added unless the config sets them.
+
+    Args:
+        cfg: the component's config; not modified.
+        registry: where ``cfg['type']`` is looked up.
+        where: the dotted config key (and file) of ``cfg``, used in error messages.
+        extra: defaults supplied by the caller (e.g. ``num_classes`` from the dataset).
+    """
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {cfg!r}.")
+    kwargs = {k: v for k, v in cfg.items() if k != "type"}
+    target = registry.get(cfg["type"], where=f"{where}.type")
+    for key, value in kwargs.items():
+        if isinstance(value, dict) and "type" in value:
+            kwargs[key] = build(value, find_registry(value["type"], f"{where}.{key}"), f"{where}.{key}")
+    for key, value in extra.items():
+        if key not in kwargs and key in inspect.signature(target).parameters:
+            kwargs[key] = value
+    check_kwargs(target, kwargs, where)
+    return target(**kwargs)
