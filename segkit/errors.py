@@ -6,7 +6,17 @@ class SegkitError(Exception):
 
 
 class ConfigError(SegkitError):
-    """A config file, key, type or value that cannot be used."""
+    """A config file, key, type or value that cannot be used.
+
+    Args:
+        message: what was received, what was expected and how to fix it.
+        key: the dotted config key at fault, when there is one; the config loader uses it to name
+            the file the key came from.
+    """
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key
 
 
 class CheckpointError(SegkitError):

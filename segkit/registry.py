@@ -8,7 +8,7 @@ closest valid names, instead of being swallowed by ``**kwargs``.
 
 import difflib
 import inspect
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from segkit.errors import ConfigError
 
@@ -66,7 +66,8 @@ class Registry:
             at = f"{where}: " if where else ""
             raise ConfigError(
                 f"{at}unknown {self.name} type {key!r}.{did_you_mean(key, self._items)} "
-                f"Registered {self.name}: {', '.join(self.names())}."
+                f"Registered {self.name}: {', '.join(self.names())}.",
+                key=where,
             )
         return self._items[key]
 
@@ -95,11 +96,12 @@ def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
         if key not in accepted:
             raise ConfigError(
                 f"{where}.{key}: unknown key for {getattr(target, '__name__', target)}."
-                f"{did_you_mean(key, accepted)} Valid keys: {', '.join(accepted)}."
+                f"{did_you_mean(key, accepted)} Valid keys: {', '.join(accepted)}.",
+                key=f"{where}.{key}",
             )
     missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in kwargs]
     if missing:
-        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}.")
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}.", key=where)
 
 
 def find_registry(type_name: str, where: str) -> Registry:
@@ -108,30 +110,66 @@ def find_registry(type_name: str, where: str) -> Registry:
         if type_name in reg:
             return reg
     every = [n for reg in NESTED_REGISTRIES for n in reg.names()]
-    raise ConfigError(f"{where}.type: unknown type {type_name!r}.{did_you_mean(type_name, every)}")
+    raise ConfigError(
+        f"{where}.type: unknown type {type_name!r}.{did_you_mean(type_name, every)}", key=f"{where}.type"
+    )
+
+
+def _resolve(cfg: Dict[str, Any], registry: Registry, where: str) -> Tuple[Callable, Dict[str, Any]]:
+    if not isinstance(cfg, dict) or "type" not in cfg:
+        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {cfg!r}.", key=where)
+    target = registry.get(cfg["type"], where=f"{where}.type")
+    return target, {k: v for k, v in cfg.items() if k != "type"}
+
+
+def _is_component(value: Any) -> bool:
+    return isinstance(value, dict) and "type" in value
+
+
+def validate(cfg: Dict[str, Any], registry: Registry, where: str, provided: Iterable[str] = ()) -> None:
+    """Check ``cfg`` as ``build`` would, without building anything.
+
+    Types are looked up and keys checked against the constructors, recursively through nested
+    components and lists of components (e.g. a dataset's transforms).
+
+    Args:
+        cfg: the component's config.
+        registry: where ``cfg['type']`` is looked up.
+        where: the dotted config key of ``cfg``.
+        provided: keys the caller will supply at build time (e.g. ``num_classes``).
+    """
+    target, kwargs = _resolve(cfg, registry, where)
+    for key, value in kwargs.items():
+        if _is_component(value):
+            validate(value, find_registry(value["type"], f"{where}.{key}"), f"{where}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if _is_component(item):
+                    validate(item, find_registry(item["type"], f"{where}.{key}.{i}"), f"{where}.{key}.{i}")
+    accepted = inspect.signature(target).parameters
+    check_kwargs(target, {**{k: None for k in provided if k in accepted}, **kwargs}, where)
 
 
 def build(cfg: Dict[str, Any], registry: Registry, where: str, **extra: Any) -> Any:
     """Build the component described by ``cfg`` (a dict with a ``type`` key) from ``registry``.
 
     Nested dicts that carry a ``type`` key (a backbone inside a model, say) are built first, from
-    whichever registry knows their type. ``extra`` arguments are added unless the config sets them.
+    whichever registry knows their type. ``extra`` arguments are added unless the config sets them
+    and only where the constructor accepts them.
 
     Args:
         cfg: the component's config; not modified.
         registry: where ``cfg['type']`` is looked up.
-        where: the dotted config key (and file) of ``cfg``, used in error messages.
+        where: the dotted config key of ``cfg``, used in error messages.
         extra: defaults supplied by the caller (e.g. ``num_classes`` from the dataset).
     """
-    if not isinstance(cfg, dict) or "type" not in cfg:
-        raise ConfigError(f"{where}: expected a mapping with a 'type' key, got {cfg!r}.")
-    kwargs = {k: v for k, v in cfg.items() if k != "type"}
-    target = registry.get(cfg["type"], where=f"{where}.type")
+    target, kwargs = _resolve(cfg, registry, where)
     for key, value in kwargs.items():
-        if isinstance(value, dict) and "type" in value:
+        if _is_component(value):
             kwargs[key] = build(value, find_registry(value["type"], f"{where}.{key}"), f"{where}.{key}")
+    accepted = inspect.signature(target).parameters
     for key, value in extra.items():
-        if key not in kwargs and key in inspect.signature(target).parameters:
+        if key not in kwargs and key in accepted:
             kwargs[key] = value
     check_kwargs(target, kwargs, where)
     return target(**kwargs)

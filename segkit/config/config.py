@@ -1,0 +1,284 @@
+"""The resolved config: schema checks at load time and builders for each section."""
+
+import dataclasses
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from segkit.config.loader import Sources, apply_opts, load_yaml_tree
+from segkit.errors import ConfigError
+from segkit.registry import (
+    DATASETS,
+    LOSSES,
+    LR_SCHEDULERS,
+    MODELS,
+    OPTIMIZERS,
+    build,
+    did_you_mean,
+    validate,
+)
+
+
+@dataclasses.dataclass
+class TestConfig:
+    """How evaluation and prediction run inference (the ``test_config`` section).
+
+    Attributes:
+        is_slide: sliding-window inference instead of whole-image.
+        crop_size: window (width, height) for sliding inference.
+        stride: window step (width, height) for sliding inference.
+        aug_eval: multi-scale and/or flip test-time augmentation.
+        scales: image scales for ``aug_eval`` (1.0 = original size).
+        flip_horizontal: add horizontally flipped copies for ``aug_eval``.
+        flip_vertical: add vertically flipped copies for ``aug_eval``.
+    """
+
+    __test__ = False  # not a pytest class
+
+    is_slide: bool = False
+    crop_size: Optional[List[int]] = None
+    stride: Optional[List[int]] = None
+    aug_eval: bool = False
+    scales: List[float] = dataclasses.field(default_factory=lambda: [1.0])
+    flip_horizontal: bool = False
+    flip_vertical: bool = False
+
+    def check(self, where: str = "test_config") -> "TestConfig":
+        """Reject inconsistent settings instead of silently ignoring them."""
+        if self.is_slide and (not self.crop_size or not self.stride):
+            raise ConfigError(
+                f"{where}: sliding-window inference needs both crop_size and stride, e.g. "
+                "--crop_size 512 512 --stride 384 384.",
+                key=where,
+            )
+        for name in ("crop_size", "stride"):
+            value = getattr(self, name)
+            if value is not None and (len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value)):
+                raise ConfigError(f"{where}.{name}: expected [width, height] as two positive integers, got {value!r}.", key=f"{where}.{name}")
+        if isinstance(self.scales, (int, float)):
+            self.scales = [float(self.scales)]
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"{where}.scales: expected positive numbers, got {self.scales!r}.", key=f"{where}.scales")
+        augmenting = self.flip_horizontal or self.flip_vertical or list(self.scales) != [1.0]
+        if augmenting and not self.aug_eval:
+            raise ConfigError(
+                f"{where}: scales/flips are set but aug_eval is off, so they would be ignored. "
+                "Set aug_eval: true (--aug_eval) or remove them.",
+                key=where,
+            )
+        return self
+
+
+# Top-level keys: expected Python type and whether the section is a buildable component.
+SCHEMA = {
+    "batch_size": int,
+    "iters": int,
+    "train_dataset": dict,
+    "val_dataset": dict,
+    "optimizer": dict,
+    "lr_scheduler": dict,
+    "loss": dict,
+    "model": dict,
+    "test_config": dict,
+    "export": dict,
+}
+
+
+class Config:
+    """A loaded, validated config.
+
+    Args:
+        data: the merged config dict.
+        path: the file it was loaded from (for messages).
+        sources: dotted key -> file that set it.
+    """
+
+    def __init__(self, data: Dict[str, Any], path: str = "<dict>", sources: Optional[Sources] = None):
+        self.data = data
+        self.path = path
+        self.sources = sources or {}
+        self._check()
+
+    # ---- messages -------------------------------------------------------------------------
+    def file_of(self, key: str) -> str:
+        """The file that set ``key`` (or its closest parent)."""
+        parts = key.split(".")
+        for n in range(len(parts), 0, -1):
+            found = self.sources.get(".".join(parts[:n]))
+            if found:
+                return found
+        return self.path
+
+    def error(self, exc: ConfigError) -> ConfigError:
+        """Prefix a ConfigError with the file its key came from."""
+        return ConfigError(f"{self.file_of(exc.key)}: {exc}", key=exc.key)
+
+    def require(self, key: str, purpose: str) -> Any:
+        """Return a top-level section, or fail saying which tool needs it."""
+        if key not in self.data:
+            raise ConfigError(f"{self.path}: {purpose} needs the '{key}' section, which the config does not have.", key=key)
+        return self.data[key]
+
+    # ---- checks ---------------------------------------------------------------------------
+    def _check(self) -> None:
+        try:
+            for key, value in self.data.items():
+                if key not in SCHEMA:
+                    raise ConfigError(
+                        f"{key}: unknown top-level key.{did_you_mean(key, SCHEMA)} Valid keys: {', '.join(SCHEMA)}.",
+                        key=key,
+                    )
+                if not isinstance(value, SCHEMA[key]) or isinstance(value, bool):
+                    raise ConfigError(f"{key}: expected {SCHEMA[key].__name__}, got {value!r}.", key=key)
+            for key in ("batch_size", "iters"):
+                if key in self.data and self.data[key] <= 0:
+                    raise ConfigError(f"{key}: must be a positive integer, got {self.data[key]}.", key=key)
+            self._check_components()
+        except ConfigError as exc:
+            raise self.error(exc) from None
+
+    def _check_components(self) -> None:
+        for key in ("train_dataset", "val_dataset"):
+            if key in self.data:
+                validate(self.data[key], DATASETS, key, provided=("mode",))
+        if "model" in self.data:
+            validate(self.data["model"], MODELS, "model", provided=("num_classes",))
+        if "optimizer" in self.data:
+            validate(self.data["optimizer"], OPTIMIZERS, "optimizer")
+        if "lr_scheduler" in self.data:
+            validate(self.data["lr_scheduler"], LR_SCHEDULERS, "lr_scheduler", provided=("iters",))
+        if "loss" in self.data:
+            self._check_loss(self.data["loss"])
+        if "test_config" in self.data:
+            self.test_config()
+        if "export" in self.data:
+            unknown = set(self.data["export"]) - {"transforms"}
+            if unknown:
+                raise ConfigError(f"export.{sorted(unknown)[0]}: unknown key; export takes only 'transforms'.", key="export")
+
+    def _check_loss(self, loss: Dict[str, Any]) -> None:
+        unknown = set(loss) - {"types", "coef"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"loss.{key}: unknown key.{did_you_mean(key, ['types', 'coef'])} loss takes types and coef.", key=f"loss.{key}")
+        types, coef = loss.get("types"), loss.get("coef")
+        if not isinstance(types, list) or not types:
+            raise ConfigError("loss.types: expected a non-empty list of losses, e.g. [{type: CrossEntropyLoss}].", key="loss.types")
+        if not isinstance(coef, list) or not all(isinstance(c, (int, float)) for c in coef):
+            raise ConfigError(f"loss.coef: expected a list of numbers, one per model output, got {coef!r}.", key="loss.coef")
+        if len(types) not in (1, len(coef)):
+            raise ConfigError(
+                f"loss: {len(types)} types but {len(coef)} coef; give one type per coef, or one type for all.",
+                key="loss.types",
+            )
+        for i, item in enumerate(types):
+            validate(item, LOSSES, f"loss.types.{i}")
+
+    # ---- plain values ---------------------------------------------------------------------
+    @property
+    def batch_size(self) -> int:
+        """Images per step (per device)."""
+        return self.require("batch_size", "training")
+
+    @property
+    def iters(self) -> int:
+        """Number of training iterations."""
+        return self.require("iters", "training")
+
+    def test_config(self) -> TestConfig:
+        """The ``test_config`` section as a checked TestConfig."""
+        section = self.data.get("test_config", {})
+        fields = {f.name for f in dataclasses.fields(TestConfig)}
+        for key in section:
+            if key not in fields:
+                raise self.error(ConfigError(
+                    f"test_config.{key}: unknown key.{did_you_mean(key, fields)} Valid keys: {', '.join(sorted(fields))}.",
+                    key=f"test_config.{key}",
+                ))
+        try:
+            return TestConfig(**section).check()
+        except ConfigError as exc:
+            raise self.error(exc) from None
+
+    # ---- builders -------------------------------------------------------------------------
+    def _build(self, key: str, registry, purpose: str, **extra):
+        section = self.require(key, purpose)
+        try:
+            return build(section, registry, key, **extra)
+        except ConfigError as exc:
+            raise self.error(exc) from None
+
+    def build_dataset(self, mode: str):
+        """Build ``train_dataset`` (mode 'train') or ``val_dataset`` (mode 'val')."""
+        key = "train_dataset" if mode == "train" else "val_dataset"
+        return self._build(key, DATASETS, f"{mode} data", mode=mode)
+
+    def num_classes(self) -> int:
+        """The class count: the model's, else the datasets'."""
+        for key in ("model", "train_dataset", "val_dataset"):
+            section = self.data.get(key) or {}
+            if "num_classes" in section:
+                return int(section["num_classes"])
+            if key != "model" and section.get("type") in DATASETS:
+                fixed = getattr(DATASETS.get(section["type"]), "NUM_CLASSES", None)
+                if fixed:
+                    return int(fixed)
+        raise ConfigError(f"{self.path}: cannot tell the number of classes; set model.num_classes.", key="model")
+
+    def build_model(self):
+        """Build the model, filling ``num_classes`` from the dataset when the model does not set it."""
+        return self._build("model", MODELS, "building the model", num_classes=self.num_classes())
+
+    def build_loss(self):
+        """Build the multi-output loss from ``loss.types`` and ``loss.coef``."""
+        from segkit.losses import MultiLoss
+
+        loss = self.require("loss", "training")
+        types = loss["types"] * len(loss["coef"]) if len(loss["types"]) == 1 else loss["types"]
+        try:
+            built = [build(t, LOSSES, f"loss.types.{i}") for i, t in enumerate(types)]
+        except ConfigError as exc:
+            raise self.error(exc) from None
+        return MultiLoss(built, [float(c) for c in loss["coef"]])
+
+    def build_lr_scheduler(self):
+        """Build the learning-rate schedule; ``iters`` fills the decay length."""
+        return self._build("lr_scheduler", LR_SCHEDULERS, "training", iters=self.iters)
+
+    def build_optimizer(self, model, lr_scheduler):
+        """Build the optimizer over ``model``'s parameters with the given schedule."""
+        factory = self._build("optimizer", OPTIMIZERS, "training")
+        try:
+            return factory(model, lr_scheduler)
+        except ConfigError as exc:
+            raise self.error(exc) from None
+
+    # ---- output ---------------------------------------------------------------------------
+    def dump(self, path: str) -> None:
+        """Write the resolved config (inheritance and overrides applied) as YAML."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump(self.data, f, sort_keys=False)
+
+
+def register_components() -> None:
+    """Import every module that registers components, so configs can name them."""
+    import segkit.datasets  # noqa: F401
+    import segkit.losses  # noqa: F401
+    import segkit.models  # noqa: F401
+    import segkit.optim  # noqa: F401
+    import segkit.transforms  # noqa: F401
+
+
+def load_config(path: str, opts: Sequence[str] = ()) -> Config:
+    """Load a YAML config with its ``_base_`` files and ``--opts`` overrides, and check it.
+
+    Args:
+        path: the YAML file.
+        opts: ``key=value`` overrides, applied after inheritance.
+    """
+    register_components()
+    data, sources = load_yaml_tree(path)
+    apply_opts(data, sources, opts)
+    return Config(data, path=path, sources=sources)

@@ -1,0 +1,107 @@
+"""Pixel-wise cross-entropy, averaged over labelled pixels only."""
+
+from typing import List, Optional
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from segkit.errors import ConfigError
+from segkit.registry import LOSSES
+
+
+def _pixel_losses(logits: paddle.Tensor, label: paddle.Tensor, weight: Optional[paddle.Tensor], ignore_index: int):
+    """Per-pixel loss [N, H, W] and per-pixel weight (0 on ignored pixels)."""
+    if logits.shape[-2:] != label.shape[-2:]:
+        raise ValueError(f"logits {logits.shape[-2:]} and label {label.shape[-2:]} differ in size")
+    label = label.astype("int64")
+    valid = label != ignore_index
+    safe_label = paddle.where(valid, label, paddle.zeros_like(label))
+    loss = F.cross_entropy(logits, safe_label, weight=weight, reduction="none", axis=1, soft_label=False)
+    loss = loss.squeeze(1) if loss.ndim == 4 else loss
+    pixel_weight = valid.astype(loss.dtype)
+    if weight is not None:
+        pixel_weight = pixel_weight * paddle.gather(weight, safe_label.flatten()).reshape(safe_label.shape)
+    return loss * valid.astype(loss.dtype), pixel_weight
+
+
+@LOSSES.register
+class CrossEntropyLoss(nn.Layer):
+    """Cross-entropy over pixels whose label is not ``ignore_index``.
+
+    The mean is taken over labelled pixels (weighted by the class weight of each pixel when
+    ``weight`` is given), so ignored pixels neither add loss nor dilute it.
+
+    Args:
+        weight: one weight per class, or None.
+        ignore_index: label value that carries no loss.
+        top_k_percent_pixels: average only over this fraction of the hardest pixels (1.0 = all).
+        avg_non_ignore: kept for PaddleSeg configs; only True (mean over labelled pixels) is supported.
+    """
+
+    def __init__(
+        self,
+        weight: Optional[List[float]] = None,
+        ignore_index: int = 255,
+        top_k_percent_pixels: float = 1.0,
+        avg_non_ignore: bool = True,
+    ):
+        super().__init__()
+        if not avg_non_ignore:
+            raise ConfigError("CrossEntropyLoss.avg_non_ignore: only true (mean over labelled pixels) is supported.")
+        if not 0 < top_k_percent_pixels <= 1:
+            raise ConfigError(f"CrossEntropyLoss.top_k_percent_pixels: expected (0, 1], got {top_k_percent_pixels}.")
+        self.weight = None if weight is None else paddle.to_tensor(weight, dtype="float32")
+        self.ignore_index = ignore_index
+        self.top_k = top_k_percent_pixels
+
+    def forward(self, logits: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+        """Mean loss of ``logits`` [N, C, H, W] against ``label`` [N, H, W]."""
+        if self.weight is not None and self.weight.shape[0] != logits.shape[1]:
+            raise ConfigError(
+                f"CrossEntropyLoss.weight has {self.weight.shape[0]} entries but the model predicts "
+                f"{logits.shape[1]} classes; give one weight per class."
+            )
+        loss, pixel_weight = _pixel_losses(logits.astype("float32"), label, self.weight, self.ignore_index)
+        if self.top_k < 1.0:
+            flat = loss.flatten()
+            k = max(int(self.top_k * flat.shape[0]), 1)
+            top, idx = paddle.topk(flat, k)
+            return top.sum() / paddle.clip(paddle.gather(pixel_weight.flatten(), idx).sum(), min=1.0)
+        return loss.sum() / paddle.clip(pixel_weight.sum(), min=1.0)
+
+
+@LOSSES.register
+class OhemCrossEntropyLoss(nn.Layer):
+    """Online hard example mining cross-entropy (as PaddleSeg's RTFormer/DDRNet recipes use).
+
+    Pixels whose predicted probability of the true class is below ``thresh`` are kept, but at least
+    ``min_kept`` pixels (the hardest ones) are always kept.
+
+    Args:
+        thresh: keep pixels with true-class probability below this.
+        min_kept: keep at least this many pixels per batch.
+        ignore_index: label value that carries no loss.
+    """
+
+    def __init__(self, thresh: float = 0.7, min_kept: int = 10000, ignore_index: int = 255):
+        super().__init__()
+        self.thresh = thresh
+        self.min_kept = min_kept
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+        """Mean loss over the kept pixels of ``logits`` [N, C, H, W] against ``label`` [N, H, W]."""
+        loss, valid = _pixel_losses(logits.astype("float32"), label, None, self.ignore_index)
+        with paddle.no_grad():
+            prob = F.softmax(logits.astype("float32"), axis=1)
+            safe_label = paddle.where(label != self.ignore_index, label, paddle.zeros_like(label)).astype("int64")
+            true_prob = paddle.take_along_axis(prob, safe_label.unsqueeze(1), axis=1).squeeze(1)
+            true_prob = paddle.where(valid > 0, true_prob, paddle.ones_like(true_prob))
+            num_valid = int(valid.sum())
+            threshold = self.thresh
+            if 0 < self.min_kept <= num_valid:
+                kth = paddle.sort(true_prob.flatten())[min(self.min_kept, num_valid) - 1]
+                threshold = max(threshold, float(kth))
+            keep = (true_prob <= threshold).astype(loss.dtype) * valid
+        return (loss * keep).sum() / paddle.clip(keep.sum(), min=1.0)
