@@ -1,1 +1,799 @@
-"""Placeholder: filled in by the model family's issue."""
+"""HRViT: multi-scale high-resolution vision transformer, as a backbone and with a SegFormer head.
+
+Paper: Jiaqi Gu et al., "Multi-Scale High-Resolution Vision Transformer for Semantic Segmentation",
+CVPR 2022 (arXiv:2111.01236).
+Upstream: facebookresearch/HRViT (commit 6a63b5b), ``models/hrvit.py`` and the mmseg 0.x fork in
+``segmentation/`` (backbone ``hrvit_b*``, ``SegformerHead``); licence CC BY-NC 4.0. This file is an
+independent Paddle re-implementation written from the paper and that code; no upstream code is copied.
+
+What differs from upstream:
+
+* Any input size. Upstream fuses branches with ``nn.Upsample(scale_factor=2**k)``, so it only runs
+  when ceil(side / 4) is a multiple of 8. Here the up paths upsample by 2**k and crop to the target
+  branch's size. The strided depth-wise convs make branch sizes ceil(side / stride), so a token of a
+  coarse branch still covers the fine tokens starting at its own position; where upstream runs, the
+  crop is a no-op and the results are the same.
+* Tokens stay in a (B, H, W, C) layout inside the blocks, and vertical stripes are computed as
+  horizontal stripes of the transposed map. Attention is permutation-invariant inside a stripe, so
+  this only changes float summation order.
+* Padded window positions are masked (-100, as upstream) as keys only. Upstream also adds -100 to
+  whole rows of padded queries; softmax is shift-invariant and those rows are cropped, so the
+  valid outputs are the same.
+* Module and parameter names are segkit's; ``convert_official_state_dict`` (used automatically by
+  ``remap_checkpoint_keys``) maps the official PyTorch (and mmseg) keys and layouts onto them.
+* The ImageNet classifier (``HRViTClassifier``) is not ported: segkit only needs the features.
+
+Layout: building blocks, the backbone, the segmentation model, the checkpoint key converter, the
+registered variants.
+"""
+
+import math
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from segkit.errors import ConfigError
+from segkit.models.base import SegModel, load_pretrained, resize_to
+from segkit.registry import BACKBONES, MODELS
+
+# The official masking constant for padded window positions (not -inf: it must stay finite).
+MASK_VALUE = -100.0
+
+
+def _trunc_normal_linears(layer: nn.Layer) -> None:
+    """Upstream initialisation of linear layers: truncated normal (std 0.02) weights, zero biases."""
+    init = nn.initializer.TruncatedNormal(std=0.02)
+    zeros = nn.initializer.Constant(0.0)
+    for sub in layer.sublayers(include_self=True):
+        if isinstance(sub, nn.Linear):
+            init(sub.weight)
+            if sub.bias is not None:
+                zeros(sub.bias)
+
+
+class DropPath(nn.Layer):
+    """Stochastic depth: drops the whole residual branch of a sample with probability ``rate``."""
+
+    def __init__(self, rate: float = 0.0):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        shape = [x.shape[0]] + [1] * (x.ndim - 1)
+        mask = paddle.floor(keep + paddle.rand(shape, dtype=x.dtype))
+        return x / keep * mask
+
+
+def to_nchw(x: paddle.Tensor) -> paddle.Tensor:
+    return x.transpose([0, 3, 1, 2])
+
+
+def to_nhwc(x: paddle.Tensor) -> paddle.Tensor:
+    return x.transpose([0, 2, 3, 1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------
+
+
+class ConvStem(nn.Layer):
+    """Two 3x3 stride-2 convolutions (with bias), each followed by BatchNorm and ReLU: stride 4.
+
+    Args:
+        in_channels: image channels.
+        out_channels: width after the stem; the first conv has half of it.
+    """
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 64):
+        super().__init__()
+        self.conv1 = nn.Conv2D(in_channels, out_channels // 2, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2D(out_channels // 2)
+        self.conv2 = nn.Conv2D(out_channels // 2, out_channels, 3, stride=2, padding=1)
+        self.bn2 = nn.BatchNorm2D(out_channels)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(x)))
+
+
+class DownPath(nn.Layer):
+    """Fusion path from a finer branch: strided depth-wise conv + BN, then 1x1 conv + BN.
+
+    The depth-wise kernel is ``factor + 1`` with stride ``factor`` and padding ``factor // 2``, so
+    the output size is ceil(size / factor) for any input size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, factor: int):
+        super().__init__()
+        self.depthwise = nn.Conv2D(
+            in_channels, in_channels, factor + 1, stride=factor, padding=factor // 2,
+            groups=in_channels, bias_attr=False,
+        )
+        self.depthwise_bn = nn.BatchNorm2D(in_channels)
+        self.pointwise = nn.Conv2D(in_channels, out_channels, 1)
+        self.pointwise_bn = nn.BatchNorm2D(out_channels)
+
+    def forward(self, x: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
+        return self.pointwise_bn(self.pointwise(self.depthwise_bn(self.depthwise(x))))
+
+
+class UpPath(nn.Layer):
+    """Fusion path from a coarser branch: 1x1 conv + BN, nearest upsampling by ``factor``.
+
+    The upsampled map is cropped to the target size: coarse sizes are ceil(size / stride), so
+    ``factor`` times a coarse size can exceed the fine size by up to ``factor - 1``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, factor: int):
+        super().__init__()
+        self.factor = factor
+        self.pointwise = nn.Conv2D(in_channels, out_channels, 1)
+        self.pointwise_bn = nn.BatchNorm2D(out_channels)
+
+    def forward(self, x: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
+        x = self.pointwise_bn(self.pointwise(x))
+        x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
+        return x[:, :, : size[0], : size[1]]
+
+
+class SamePath(nn.Layer):
+    """Fusion path of a branch to itself (identity)."""
+
+    def forward(self, x: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
+        return x
+
+
+class FusionBlock(nn.Layer):
+    """Cross-resolution fusion: every output branch sums all input branches brought to its scale, then GELU.
+
+    When there is one more output than input, the new (coarsest) branch is made by down paths only.
+
+    Args:
+        in_channels: widths of the input branches (finest first).
+        out_channels: widths of the output branches; equal to ``in_channels`` or one longer.
+    """
+
+    def __init__(self, in_channels: Sequence[int], out_channels: Sequence[int]):
+        super().__init__()
+        self.paths = nn.LayerList()
+        for i, outc in enumerate(out_channels):
+            row = nn.LayerList()
+            for j, inc in enumerate(in_channels):
+                if j == i:
+                    row.append(SamePath())
+                elif j < i:
+                    row.append(DownPath(inc, outc, 2 ** (i - j)))
+                else:
+                    row.append(UpPath(inc, outc, 2 ** (j - i)))
+            self.paths.append(row)
+
+    def forward(self, xs: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        sizes = [x.shape[2:] for x in xs]
+        outs = []
+        for i, row in enumerate(self.paths):
+            size = sizes[i] if i < len(sizes) else None  # only up paths use it, and a new branch has none
+            total = None
+            for path, x in zip(row, xs):
+                y = path(x, size)
+                total = y if total is None else total + y
+            outs.append(F.gelu(total))
+        return outs
+
+
+class PatchEmbed(nn.Layer):
+    """Per-branch patch embedding: 1x1 conv, depth-wise 3x3 conv, LayerNorm; returns (B, H, W, C)."""
+
+    def __init__(self, in_channels: int, dim: int):
+        super().__init__()
+        self.pointwise = nn.Conv2D(in_channels, dim, 1)
+        self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.norm(to_nhwc(self.depthwise(self.pointwise(x))))
+
+
+def stripe_attention(
+    q: paddle.Tensor, v: paddle.Tensor, stripe: int, num_heads: int, scale: float
+) -> paddle.Tensor:
+    """Attention inside horizontal stripes of ``stripe`` rows; keys are the values.
+
+    The height is zero-padded to a multiple of ``stripe`` and the padded keys of the last stripe get
+    -100 added to their logits before softmax; padded query rows are cropped from the result.
+
+    Args:
+        q: queries, (B, H, W, C).
+        v: values, also used as keys, (B, H, W, C).
+        stripe: stripe height in rows.
+        num_heads: heads; C is split into ``num_heads`` groups of C // num_heads channels.
+        scale: multiplier of the logits.
+
+    Returns:
+        (B, H, W, C).
+    """
+    b, h, w, c = q.shape
+    pad = (-h) % stripe
+    if pad:
+        zeros = paddle.zeros([b, pad, w, c], dtype=q.dtype)
+        q = paddle.concat([q, zeros], axis=1)
+        v = paddle.concat([v, zeros], axis=1)
+    n = (h + pad) // stripe
+    d = c // num_heads
+
+    def split(t: paddle.Tensor) -> paddle.Tensor:  # (B, n, heads, stripe * W, d)
+        t = t.reshape([b, n, stripe, w, num_heads, d]).transpose([0, 1, 4, 2, 3, 5])
+        return t.reshape([b, n, num_heads, stripe * w, d])
+
+    q, v = split(q), split(v)
+    logits = paddle.matmul(q, v, transpose_y=True) * scale
+    if pad:
+        padded_row = np.arange(h + pad) >= h  # which rows are padding
+        mask = np.repeat(padded_row.reshape(n, stripe, 1), w, axis=2).reshape(1, n, 1, 1, stripe * w)
+        logits = logits + paddle.to_tensor(mask.astype("float32") * MASK_VALUE, dtype=logits.dtype)
+    out = paddle.matmul(F.softmax(logits, axis=-1), v)
+    out = out.reshape([b, n, num_heads, stripe, w, d]).transpose([0, 1, 3, 4, 2, 5])
+    out = out.reshape([b, n * stripe, w, c])
+    return out[:, :h] if pad else out
+
+
+class CrossShapedAttention(nn.Layer):
+    """HRViT attention: cross-shaped stripes with shared key/value and a parallel depth-wise path.
+
+    One linear gives queries and values (the values double as keys). Half of the channels attend
+    inside horizontal stripes of height ``window``, the other half inside vertical stripes of that
+    width. A depth-wise 3x3 conv on Hardswish(v) is added, then Hardswish, an output linear and a
+    BatchNorm over tokens whose weight and bias start at zero (the block starts as its shortcut).
+
+    Args:
+        dim: token width.
+        num_heads: heads of the whole layer (half of them per stripe direction).
+        window: stripe width in tokens.
+        proj_drop: dropout after the output linear.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window: int, proj_drop: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ConfigError(f"HRViT attention: width {dim} is not divisible by {num_heads} heads.")
+        self.window = window
+        head_dim = dim // num_heads
+        half = dim // 2
+        # Upstream: when half the width is narrower than a head, each direction uses one head of it.
+        self.head_dim = min(head_dim, half)
+        self.heads_per_direction = half // self.head_dim
+        self.scale = self.head_dim ** -0.5
+        self.qv = nn.Linear(dim, 2 * dim)
+        self.local_conv = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        zero = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))
+        self.norm = nn.BatchNorm1D(dim, weight_attr=zero, bias_attr=zero)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        b, h, w, c = x.shape
+        q, v = paddle.split(self.qv(x), 2, axis=-1)
+        local = to_nhwc(self.local_conv(to_nchw(F.hardswish(v))))
+        q_rows, q_cols = paddle.split(q, 2, axis=-1)
+        v_rows, v_cols = paddle.split(v, 2, axis=-1)
+        rows = stripe_attention(q_rows, v_rows, self.window, self.heads_per_direction, self.scale)
+        # Vertical stripes are horizontal stripes of the transposed map.
+        cols = stripe_attention(
+            q_cols.transpose([0, 2, 1, 3]), v_cols.transpose([0, 2, 1, 3]),
+            self.window, self.heads_per_direction, self.scale,
+        ).transpose([0, 2, 1, 3])
+        out = F.hardswish(paddle.concat([rows, cols], axis=-1) + local)
+        out = self.proj_drop(self.proj(out))
+        return self.norm(out.reshape([-1, c])).reshape([b, h, w, c])
+
+
+def kronecker_factors(width: int) -> Tuple[int, int]:
+    """The (k, p) of the DES shortcut: p = 2**ceil(log2(width) / 2) (rounded down log), k = width // p."""
+    if width % 2:
+        raise ConfigError(f"HRViT DES shortcut needs an even width, got {width}.")
+    exponent = int(math.log2(width))
+    p = 2 ** (exponent - exponent // 2)
+    if width % p:
+        raise ConfigError(f"HRViT DES shortcut: width {width} is not a multiple of {p}.")
+    return width // p, p
+
+
+class DiversityShortcut(nn.Layer):
+    """DES: a Kronecker-factorised linear shortcut, ``left(GELU(right(x viewed as (k, p))^T))^T``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.k, self.p = kronecker_factors(dim)
+        self.right = nn.Linear(self.p, self.p)
+        self.left = nn.Linear(self.k, self.k)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        shape = x.shape
+        y = x.reshape(shape[:-1] + [self.k, self.p])
+        y = F.gelu(self.right(y).transpose([0, 1, 2, 4, 3]))  # (..., p, k)
+        y = self.left(y).transpose([0, 1, 2, 4, 3])
+        return y.reshape(shape)
+
+
+class MixCFN(nn.Layer):
+    """Feed-forward with mixed-scale depth-wise convs: fc1, half 3x3 / half 5x5 depth-wise, GELU, fc2."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.half = hidden // 2
+        self.dw3 = nn.Conv2D(self.half, self.half, 3, padding=1, groups=self.half)
+        self.dw5 = nn.Conv2D(hidden - self.half, hidden - self.half, 5, padding=2, groups=hidden - self.half)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        y = to_nchw(self.fc1(x))
+        a, b = paddle.split(y, [self.half, y.shape[1] - self.half], axis=1)
+        y = F.gelu(paddle.concat([self.dw3(a), self.dw5(b)], axis=1))
+        return self.fc2(to_nhwc(y))
+
+
+class HRViTBlock(nn.Layer):
+    """x = x + DropPath(attn(LN(x)) + DES(x)); x = x + DropPath(MixCFN(LN(x))), on (B, H, W, C) tokens."""
+
+    def __init__(
+        self, dim: int, num_heads: int, window: int, mlp_ratio: float, drop_path: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim)
+        self.attn = CrossShapedAttention(dim, num_heads, window, proj_drop)
+        self.shortcut = DiversityShortcut(dim)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn = MixCFN(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = x + self.drop_path(self.attn(self.attn_norm(x)) + self.shortcut(x))
+        return x + self.drop_path(self.ffn(self.ffn_norm(x)))
+
+
+class HRViTStage(nn.Layer):
+    """A fusion block, then per branch: patch embedding, HRViT blocks, LayerNorm.
+
+    Args:
+        in_channels: widths of the incoming branches.
+        out_channels: widths of the branches after this stage (one more than ``in_channels`` when
+            the stage opens a new branch).
+        depths: blocks per branch.
+        head_dim: channels per attention head (heads = width // head_dim).
+        windows: stripe width per branch.
+        mlp_ratios: MixCFN expansion per branch.
+        drop_path_rates: drop-path rate of the j-th block of every branch.
+        proj_drop: dropout after the attention output linear.
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: Sequence[int],
+        depths: Sequence[int],
+        head_dim: int,
+        windows: Sequence[int],
+        mlp_ratios: Sequence[float],
+        drop_path_rates: Sequence[float],
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        fused = list(in_channels)
+        if len(out_channels) == len(in_channels) + 1:
+            fused.append(out_channels[-1])
+        elif len(out_channels) != len(in_channels):
+            raise ConfigError(
+                f"HRViT stage: {len(in_channels)} input branches can become {len(in_channels)} or "
+                f"{len(in_channels) + 1} branches, not {len(out_channels)}."
+            )
+        self.fusion = FusionBlock(in_channels, fused)
+        self.embeds = nn.LayerList([PatchEmbed(i, o) for i, o in zip(fused, out_channels)])
+        self.branches = nn.LayerList()
+        for i, dim in enumerate(out_channels):
+            self.branches.append(
+                nn.Sequential(
+                    *[
+                        HRViTBlock(dim, dim // head_dim, windows[i], mlp_ratios[i], drop_path_rates[j], proj_drop)
+                        for j in range(depths[i])
+                    ]
+                )
+            )
+        self.norms = nn.LayerList([nn.LayerNorm(dim) for dim in out_channels])
+
+    def forward(self, xs: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        outs = []
+        for x, embed, branch, norm in zip(self.fusion(xs), self.embeds, self.branches, self.norms):
+            outs.append(to_nchw(norm(branch(embed(x)))))
+        return outs
+
+
+# ----------------------------------------------------------------------------------------------
+# Backbone
+# ----------------------------------------------------------------------------------------------
+
+
+@BACKBONES.register
+class HRViT(nn.Layer):
+    """The HRViT backbone: conv stem, then six stages that grow to four branches (strides 4-32).
+
+    Args:
+        widths: branch widths at strides 4, 8, 16, 32.
+        depths: blocks per branch for each of the six stages.
+        head_dim: channels per attention head.
+        windows: stripe width per branch.
+        mlp_ratios: MixCFN expansion per branch.
+        new_branch_stages: for each branch after the first, the stage (0-based) that opens it.
+        stem_channels: width after the stem.
+        in_channels: image channels.
+        drop_path_rate: stochastic depth, growing linearly over the blocks up to this value.
+        proj_drop: dropout after the attention output linear.
+        pretrained: official (ImageNet or mmseg) or segkit weights for the backbone.
+
+    Attributes:
+        out_channels: the widths of the four outputs.
+        out_strides: their strides (4, 8, 16, 32).
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        depths: Sequence[Sequence[int]] = ((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 2), (1, 1, 2, 2)),
+        head_dim: int = 32,
+        windows: Sequence[int] = (1, 2, 7, 7),
+        mlp_ratios: Sequence[float] = (4, 4, 4, 4),
+        stem_channels: int = 64,
+        in_channels: int = 3,
+        drop_path_rate: float = 0.0,
+        proj_drop: float = 0.0,
+        pretrained: Optional[str] = None,
+    ):
+        super().__init__()
+        if len(widths) != 4 or len(windows) != 4 or len(mlp_ratios) != 4:
+            raise ConfigError(
+                f"HRViT: widths, windows and mlp_ratios need one entry per branch (4), got "
+                f"{list(widths)}, {list(windows)}, {list(mlp_ratios)}."
+            )
+        branches = [len(d) for d in depths]
+        if branches[0] != 1 or any(b not in (a, a + 1) for a, b in zip(branches, branches[1:])) or branches[-1] != 4:
+            raise ConfigError(
+                f"HRViT: depths must start with one branch, add at most one branch per stage and end "
+                f"with four, got {[list(d) for d in depths]}."
+            )
+        self.out_channels = list(widths)
+        self.out_strides = [4, 8, 16, 32]
+        self.stem = ConvStem(in_channels, stem_channels)
+        # Each stage's blocks j share one drop-path rate; the rates grow over the deepest branch.
+        total = sum(max(d) for d in depths)
+        rates = np.linspace(0.0, drop_path_rate, total).tolist() if total > 1 else [0.0] * total
+        self.stages = nn.LayerList()
+        current, start = [stem_channels], 0
+        for stage_depths in depths:
+            out = list(widths[: len(stage_depths)])
+            self.stages.append(
+                HRViTStage(
+                    current, out, stage_depths, head_dim, windows, mlp_ratios,
+                    rates[start : start + max(stage_depths)], proj_drop,
+                )
+            )
+            current, start = out, start + max(stage_depths)
+        _trunc_normal_linears(self)
+        load_pretrained(self, pretrained, allow_unexpected=("head", "decode_head", "auxiliary_head"))
+
+    @property
+    def feat_channels(self) -> List[int]:
+        """PaddleSeg's name for ``out_channels``."""
+        return self.out_channels
+
+    def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        xs = [self.stem(x)]
+        for stage in self.stages:
+            xs = stage(xs)
+        return xs
+
+    @staticmethod
+    def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Official HRViT (ImageNet or mmseg ``backbone.``) keys -> this backbone's; segkit keys pass."""
+        return convert_official_state_dict(state, prefix="")
+
+
+# ----------------------------------------------------------------------------------------------
+# Segmentation model: HRViT + the SegFormer-style all-MLP head of the official configs
+# ----------------------------------------------------------------------------------------------
+
+
+class MLPDecodeHead(nn.Layer):
+    """The mmseg ``SegformerHead`` as HRViT's configs use it (``mlp_norm=False, mlp_act=False``).
+
+    Each level goes through a linear layer with bias (a 1x1 conv) to ``embed_dim`` channels and is
+    resized bilinearly to the finest level; the levels are concatenated finest first (c1..c4), fused
+    by 1x1 conv + BN + ReLU, then dropout and a 1x1 classifier.
+
+    Args:
+        in_channels: widths of the input levels, finest first.
+        embed_dim: the head's width (256 for b1/b2, 768 for b3).
+        num_classes: classes predicted.
+        dropout: channel dropout before the classifier.
+        align_corners: of the bilinear resizing.
+    """
+
+    def __init__(
+        self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
+        align_corners: bool = False,
+    ):
+        super().__init__()
+        self.align_corners = align_corners
+        self.linears = nn.LayerList([nn.Linear(c, embed_dim) for c in in_channels])
+        self.fuse = nn.Conv2D(embed_dim * len(in_channels), embed_dim, 1, bias_attr=False)
+        self.fuse_bn = nn.BatchNorm2D(embed_dim)
+        self.dropout = nn.Dropout2D(dropout)
+        self.classifier = nn.Conv2D(embed_dim, num_classes, 1)
+
+    def forward(self, feats: List[paddle.Tensor]) -> paddle.Tensor:
+        size = feats[0].shape[2:]
+        levels = []
+        for x, linear in zip(feats, self.linears):
+            y = to_nchw(linear(to_nhwc(x)))
+            if y.shape[2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=self.align_corners)
+            levels.append(y)
+        y = F.relu(self.fuse_bn(self.fuse(paddle.concat(levels, axis=1))))
+        return self.classifier(self.dropout(y))
+
+
+@MODELS.register
+class HRViTSegFormer(SegModel):
+    """HRViT backbone + SegFormer-style head, the segmentation model of the official HRViT configs.
+
+    Args:
+        num_classes: classes predicted.
+        backbone: any segkit backbone (declaring ``out_channels``), usually ``HRViT_b1/b2/b3``.
+        embedding_dim: width of the head (256 for b1/b2, 768 for b3 in the official configs).
+        dropout: channel dropout before the classifier.
+        align_corners: of the bilinear resizing in the head and to the input size.
+        pretrained: segkit or official mmseg segmentation weights; a classifier trained for another
+            number of classes is left at its initial values.
+    """
+
+    num_outputs = 1
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: nn.Layer,
+        embedding_dim: int = 256,
+        dropout: float = 0.1,
+        align_corners: bool = False,
+        pretrained: Optional[str] = None,
+    ):
+        super().__init__()
+        if not hasattr(backbone, "out_channels"):
+            raise ConfigError(
+                f"HRViTSegFormer: the backbone {type(backbone).__name__} does not declare out_channels; "
+                "use a segkit backbone such as HRViT_b1."
+            )
+        self.num_classes = num_classes
+        self.align_corners = align_corners
+        self.backbone = backbone
+        self.decode_head = MLPDecodeHead(backbone.out_channels, embedding_dim, num_classes, dropout, align_corners)
+        _trunc_normal_linears(self.decode_head)
+        load_pretrained(self, pretrained, allow_shape_mismatch=("decode_head.classifier",))
+
+    def forward(self, x: paddle.Tensor):
+        logits = self.decode_head(self.backbone(x))
+        logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
+        return self.outputs([logits])
+
+    @staticmethod
+    def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Official mmseg HRViT checkpoints (``backbone.``, ``decode_head.``) -> segkit; segkit keys pass."""
+        return convert_official_state_dict(state, prefix="backbone.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Official checkpoint -> segkit
+# ----------------------------------------------------------------------------------------------
+
+_BN_BUFFERS = {"running_mean": "_mean", "running_var": "_variance"}
+# Official sub-module path inside a block -> (segkit path, whether the weight is a torch Linear).
+_BLOCK_PARTS = {
+    "attn_norm": ("attn_norm", False),
+    "attn.to_qkv": ("attn.qv", True),
+    "attn.to_out.0": ("attn.proj", True),
+    "attn.attn_bn": ("attn.norm", False),
+    "attn.parallel_conv.1": ("attn.local_conv", False),
+    "des.proj_right": ("shortcut.right", True),
+    "des.proj_left": ("shortcut.left", True),
+    "ffn_norm": ("ffn_norm", False),
+    "ffn.fc1": ("ffn.fc1", True),
+    "ffn.conv.conv_3": ("ffn.dw3", False),
+    "ffn.conv.conv_5": ("ffn.dw5", False),
+    "ffn.fc2": ("ffn.fc2", True),
+}
+_EMBED_PARTS = {"proj.0": "pointwise", "proj.1": "depthwise", "norm": "norm"}
+_DOWN_PARTS = {"0": "depthwise", "1": "depthwise_bn", "2": "pointwise", "3": "pointwise_bn"}
+_UP_PARTS = {"0": "pointwise", "1": "pointwise_bn"}
+_HEAD_PARTS = {"fusion_conv.conv": ("fuse", False), "fusion_conv.bn": ("fuse_bn", False), "conv_seg": ("classifier", False)}
+
+_FUSION_KEY = re.compile(r"features\.(\d+)\.blocks\.(\d+)\.(\d+)\.(\d+)\.(\w+)$")
+_EMBED_KEY = re.compile(r"features\.(\d+)\.patch_embed\.(\d+)\.(.+)\.(\w+)$")
+_BLOCK_KEY = re.compile(r"features\.(\d+)\.branches\.(\d+)\.(\d+)\.(.+)\.(\w+)$")
+_NORM_KEY = re.compile(r"features\.(\d+)\.norm\.(\d+)\.(\w+)$")
+_HEAD_LEVEL_KEY = re.compile(r"convs\.(\d+)\.conv\.(\w+)$")
+_HEAD_KEY = re.compile(r"(.+)\.(\w+)$")
+
+
+def _stage(index: str) -> int:
+    """Official ``features`` index -> segkit stage (even: that stage's fusion, odd: its branches)."""
+    return int(index) // 2
+
+
+def _convert_backbone_key(key: str) -> Optional[Tuple[str, bool]]:
+    """One official backbone key -> (segkit key, is a Linear weight), or None if it is not one."""
+    if key.startswith("stem."):
+        module, _, param = key.rpartition(".")
+        return f"{module}.{_BN_BUFFERS.get(param, param)}", False
+    match = _FUSION_KEY.match(key)
+    if match:
+        feature, i, j, part, param = match.groups()
+        parts = _DOWN_PARTS if int(j) < int(i) else _UP_PARTS
+        if part not in parts:
+            return None
+        name = f"stages.{_stage(feature)}.fusion.paths.{i}.{j}.{parts[part]}"
+        return f"{name}.{_BN_BUFFERS.get(param, param)}", False
+    match = _EMBED_KEY.match(key)
+    if match:
+        feature, i, part, param = match.groups()
+        if part not in _EMBED_PARTS:
+            return None
+        return f"stages.{_stage(feature)}.embeds.{i}.{_EMBED_PARTS[part]}.{param}", False
+    match = _BLOCK_KEY.match(key)
+    if match:
+        feature, i, block, part, param = match.groups()
+        if part not in _BLOCK_PARTS:
+            return None
+        name, is_linear = _BLOCK_PARTS[part]
+        new = f"stages.{_stage(feature)}.branches.{i}.{block}.{name}.{_BN_BUFFERS.get(param, param)}"
+        return new, is_linear and param == "weight"
+    match = _NORM_KEY.match(key)
+    if match:
+        feature, i, param = match.groups()
+        return f"stages.{_stage(feature)}.norms.{i}.{param}", False
+    return None
+
+
+def _convert_head_key(key: str) -> Optional[Tuple[str, bool]]:
+    """One mmseg ``SegformerHead`` key (without ``decode_head.``) -> (segkit key, is a 1x1-conv-as-linear)."""
+    match = _HEAD_LEVEL_KEY.match(key)
+    if match:
+        level, param = match.groups()
+        return f"linears.{level}.{param}", param == "weight"
+    match = _HEAD_KEY.match(key)
+    if match and match.group(1) in _HEAD_PARTS:
+        name, _ = _HEAD_PARTS[match.group(1)]
+        return f"{name}.{_BN_BUFFERS.get(match.group(2), match.group(2))}", False
+    return None
+
+
+def _to_linear(weight: np.ndarray) -> np.ndarray:
+    """A torch Linear (out, in) or 1x1 conv (out, in, 1, 1) weight -> Paddle Linear (in, out)."""
+    return np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)
+
+
+def convert_official_state_dict(state: Dict[str, np.ndarray], prefix: str = "") -> Dict[str, np.ndarray]:
+    """Convert an official HRViT state dict (PyTorch names and layouts) to segkit's.
+
+    Accepts the ImageNet model's keys (``stem.*``, ``features.*``; the classifier ``head.*`` is kept
+    as is, to be reported or ignored by the loader), mmseg segmentation checkpoints
+    (``backbone.*``, ``decode_head.*``) and a ``module.`` prefix from distributed training. Linear
+    weights are transposed to Paddle's (in, out); the head's per-level 1x1 convs become linears;
+    BatchNorm ``running_mean``/``running_var`` become ``_mean``/``_variance``;
+    ``num_batches_tracked`` counters are dropped. Keys that are already segkit's pass unchanged, so
+    the function is safe to apply to any checkpoint. The input is not modified.
+
+    Args:
+        state: name -> array.
+        prefix: where the backbone lives in the target layer: ``""`` for a bare ``HRViT``,
+            ``"backbone."`` for ``HRViTSegFormer``. With ``""`` an mmseg checkpoint's backbone keys
+            lose their ``backbone.`` prefix and its head keys are kept as is.
+
+    Returns:
+        A new dict of segkit key -> array.
+    """
+    out: Dict[str, np.ndarray] = {}
+    for key, value in state.items():
+        if key.startswith("module."):
+            key = key[len("module."):]
+        if key.endswith("num_batches_tracked"):
+            continue
+        converted = None
+        if key.startswith("backbone."):
+            converted = _convert_backbone_key(key[len("backbone."):])
+        elif key.startswith(("stem.", "features.")):
+            converted = _convert_backbone_key(key)
+        elif key.startswith("decode_head.") and prefix:
+            head = _convert_head_key(key[len("decode_head."):])
+            if head is not None:
+                converted = ("decode_head." + head[0], head[1])
+        if converted is not None:
+            new_key, is_linear = converted
+            if not new_key.startswith("decode_head."):
+                new_key = prefix + new_key
+            out[new_key] = _to_linear(value) if is_linear else value
+        elif not prefix and key.startswith("backbone."):
+            out[key[len("backbone."):]] = value  # a segkit segmentation checkpoint loaded into a bare backbone
+        else:
+            out[key] = value
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants
+# ----------------------------------------------------------------------------------------------
+
+_VARIANTS = {
+    "b1": dict(
+        widths=(32, 64, 128, 256),
+        depths=((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 2), (1, 1, 2, 2)),
+        head_dim=32,
+        mlp_ratios=(4, 4, 4, 4),
+    ),
+    "b2": dict(
+        widths=(48, 96, 240, 384),
+        depths=((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 2), (1, 1, 6, 2)),
+        head_dim=24,
+        mlp_ratios=(2, 3, 3, 3),
+    ),
+    "b3": dict(
+        widths=(64, 128, 256, 512),
+        depths=((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 3), (1, 1, 6, 3)),
+        head_dim=32,
+        mlp_ratios=(2, 2, 2, 2),
+    ),
+}
+# Head widths and drop-path rates of the official segmentation configs.
+_HEAD_DIMS = {"b1": 256, "b2": 256, "b3": 768}
+
+
+@BACKBONES.register
+def HRViT_b1(drop_path_rate: float = 0.0, in_channels: int = 3, pretrained: Optional[str] = None) -> HRViT:
+    """HRViT-b1 backbone (widths 32/64/128/256), 7.76M parameters."""
+    return HRViT(**_VARIANTS["b1"], drop_path_rate=drop_path_rate, in_channels=in_channels, pretrained=pretrained)
+
+
+@BACKBONES.register
+def HRViT_b2(drop_path_rate: float = 0.0, in_channels: int = 3, pretrained: Optional[str] = None) -> HRViT:
+    """HRViT-b2 backbone (widths 48/96/240/384)."""
+    return HRViT(**_VARIANTS["b2"], drop_path_rate=drop_path_rate, in_channels=in_channels, pretrained=pretrained)
+
+
+@BACKBONES.register
+def HRViT_b3(drop_path_rate: float = 0.0, in_channels: int = 3, pretrained: Optional[str] = None) -> HRViT:
+    """HRViT-b3 backbone (widths 64/128/256/512)."""
+    return HRViT(**_VARIANTS["b3"], drop_path_rate=drop_path_rate, in_channels=in_channels, pretrained=pretrained)
+
+
+@MODELS.register
+def hrvit_b1(num_classes: int, pretrained: Optional[str] = None, drop_path_rate: float = 0.1) -> HRViTSegFormer:
+    """HRViT-b1 + SegFormer head (256), drop path 0.1 as in the ADE20K config (Cityscapes: 0.15)."""
+    return HRViTSegFormer(num_classes, HRViT_b1(drop_path_rate), _HEAD_DIMS["b1"], pretrained=pretrained)
+
+
+@MODELS.register
+def hrvit_b2(num_classes: int, pretrained: Optional[str] = None, drop_path_rate: float = 0.2) -> HRViTSegFormer:
+    """HRViT-b2 + SegFormer head (256), drop path 0.2 as in the official configs."""
+    return HRViTSegFormer(num_classes, HRViT_b2(drop_path_rate), _HEAD_DIMS["b2"], pretrained=pretrained)
+
+
+@MODELS.register
+def hrvit_b3(num_classes: int, pretrained: Optional[str] = None, drop_path_rate: float = 0.3) -> HRViTSegFormer:
+    """HRViT-b3 + SegFormer head (768), drop path 0.3 as in the official configs."""
+    return HRViTSegFormer(num_classes, HRViT_b3(drop_path_rate), _HEAD_DIMS["b3"], pretrained=pretrained)
