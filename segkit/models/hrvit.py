@@ -37,7 +37,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.models.base import SegModel, load_pretrained, resize_to
+from segkit.models.base import SegModel, load_pretrained
+from segkit.models.segformer import AllMLPHead
 from segkit.registry import BACKBONES, MODELS
 
 # The official masking constant for padded window positions (not -inf: it must stay finite).
@@ -275,7 +276,9 @@ class CrossShapedAttention(nn.Layer):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         zero = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))
-        self.norm = nn.BatchNorm1D(dim, weight_attr=zero, bias_attr=zero)
+        # Named without "norm": the recipe's weight-decay exemption matches "norm" in names, and
+        # upstream's ``attn_bn`` is not exempt.
+        self.token_bn = nn.BatchNorm1D(dim, weight_attr=zero, bias_attr=zero)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         b, h, w, c = x.shape
@@ -291,7 +294,7 @@ class CrossShapedAttention(nn.Layer):
         ).transpose([0, 2, 1, 3])
         out = F.hardswish(paddle.concat([rows, cols], axis=-1) + local)
         out = self.proj_drop(self.proj(out))
-        return self.norm(out.reshape([-1, c])).reshape([b, h, w, c])
+        return self.token_bn(out.reshape([-1, c])).reshape([b, h, w, c])
 
 
 def kronecker_factors(width: int) -> Tuple[int, int]:
@@ -510,48 +513,14 @@ class HRViT(nn.Layer):
 # ----------------------------------------------------------------------------------------------
 
 
-class MLPDecodeHead(nn.Layer):
-    """The mmseg ``SegformerHead`` as HRViT's configs use it (``mlp_norm=False, mlp_act=False``).
-
-    Each level goes through a linear layer with bias (a 1x1 conv) to ``embed_dim`` channels and is
-    resized bilinearly to the finest level; the levels are concatenated finest first (c1..c4), fused
-    by 1x1 conv + BN + ReLU, then dropout and a 1x1 classifier.
-
-    Args:
-        in_channels: widths of the input levels, finest first.
-        embed_dim: the head's width (256 for b1/b2, 768 for b3).
-        num_classes: classes predicted.
-        dropout: channel dropout before the classifier.
-        align_corners: of the bilinear resizing.
-    """
-
-    def __init__(
-        self, in_channels: Sequence[int], embed_dim: int, num_classes: int, dropout: float = 0.1,
-        align_corners: bool = False,
-    ):
-        super().__init__()
-        self.align_corners = align_corners
-        self.linears = nn.LayerList([nn.Linear(c, embed_dim) for c in in_channels])
-        self.fuse = nn.Conv2D(embed_dim * len(in_channels), embed_dim, 1, bias_attr=False)
-        self.fuse_bn = nn.BatchNorm2D(embed_dim)
-        self.dropout = nn.Dropout2D(dropout)
-        self.classifier = nn.Conv2D(embed_dim, num_classes, 1)
-
-    def forward(self, feats: List[paddle.Tensor]) -> paddle.Tensor:
-        size = feats[0].shape[2:]
-        levels = []
-        for x, linear in zip(feats, self.linears):
-            y = to_nchw(linear(to_nhwc(x)))
-            if y.shape[2:] != size:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=self.align_corners)
-            levels.append(y)
-        y = F.relu(self.fuse_bn(self.fuse(paddle.concat(levels, axis=1))))
-        return self.classifier(self.dropout(y))
-
-
 @MODELS.register
 class HRViTSegFormer(SegModel):
     """HRViT backbone + SegFormer-style head, the segmentation model of the official HRViT configs.
+
+    The head is mmseg's ``SegformerHead`` with ``mlp_norm=False, mlp_act=False``: a linear layer
+    with bias (1x1 conv) per level, bilinear resize to stride 4, concatenation finest first
+    (c1..c4, unlike SegFormer's c4..c1), 1x1 conv + BN + ReLU, dropout, 1x1 classifier. segkit's
+    ``AllMLPHead`` computes it with ``reverse_concat=False``.
 
     Args:
         num_classes: classes predicted.
@@ -583,12 +552,15 @@ class HRViTSegFormer(SegModel):
         self.num_classes = num_classes
         self.align_corners = align_corners
         self.backbone = backbone
-        self.decode_head = MLPDecodeHead(backbone.out_channels, embedding_dim, num_classes, dropout, align_corners)
-        _trunc_normal_linears(self.decode_head)
-        load_pretrained(self, pretrained, allow_shape_mismatch=("decode_head.classifier",))
+        self.head = AllMLPHead(
+            backbone.out_channels, embedding_dim, num_classes, dropout=dropout, reverse_concat=False,
+            align_corners=align_corners,
+        )
+        _trunc_normal_linears(self.head)
+        load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
 
     def forward(self, x: paddle.Tensor):
-        logits = self.decode_head(self.backbone(x))
+        logits = self.head(self.backbone(x))
         logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
         return self.outputs([logits])
 
@@ -608,7 +580,7 @@ _BLOCK_PARTS = {
     "attn_norm": ("attn_norm", False),
     "attn.to_qkv": ("attn.qv", True),
     "attn.to_out.0": ("attn.proj", True),
-    "attn.attn_bn": ("attn.norm", False),
+    "attn.attn_bn": ("attn.token_bn", False),
     "attn.parallel_conv.1": ("attn.local_conv", False),
     "des.proj_right": ("shortcut.right", True),
     "des.proj_left": ("shortcut.left", True),
@@ -621,7 +593,7 @@ _BLOCK_PARTS = {
 _EMBED_PARTS = {"proj.0": "pointwise", "proj.1": "depthwise", "norm": "norm"}
 _DOWN_PARTS = {"0": "depthwise", "1": "depthwise_bn", "2": "pointwise", "3": "pointwise_bn"}
 _UP_PARTS = {"0": "pointwise", "1": "pointwise_bn"}
-_HEAD_PARTS = {"fusion_conv.conv": ("fuse", False), "fusion_conv.bn": ("fuse_bn", False), "conv_seg": ("classifier", False)}
+_HEAD_PARTS = {"fusion_conv.conv": "fuse.conv", "fusion_conv.bn": "fuse.bn", "conv_seg": "classifier"}
 
 _FUSION_KEY = re.compile(r"features\.(\d+)\.blocks\.(\d+)\.(\d+)\.(\d+)\.(\w+)$")
 _EMBED_KEY = re.compile(r"features\.(\d+)\.patch_embed\.(\d+)\.(.+)\.(\w+)$")
@@ -675,11 +647,11 @@ def _convert_head_key(key: str) -> Optional[Tuple[str, bool]]:
     match = _HEAD_LEVEL_KEY.match(key)
     if match:
         level, param = match.groups()
-        return f"linears.{level}.{param}", param == "weight"
+        return f"embed.{level}.{param}", param == "weight"
     match = _HEAD_KEY.match(key)
     if match and match.group(1) in _HEAD_PARTS:
-        name, _ = _HEAD_PARTS[match.group(1)]
-        return f"{name}.{_BN_BUFFERS.get(match.group(2), match.group(2))}", False
+        name, param = _HEAD_PARTS[match.group(1)], match.group(2)
+        return f"{name}.{_BN_BUFFERS.get(param, param)}", False
     return None
 
 
@@ -702,8 +674,9 @@ def convert_official_state_dict(state: Dict[str, np.ndarray], prefix: str = "") 
     Args:
         state: name -> array.
         prefix: where the backbone lives in the target layer: ``""`` for a bare ``HRViT``,
-            ``"backbone."`` for ``HRViTSegFormer``. With ``""`` an mmseg checkpoint's backbone keys
-            lose their ``backbone.`` prefix and its head keys are kept as is.
+            ``"backbone."`` for ``HRViTSegFormer``. With ``""`` an mmseg (or segkit) segmentation
+            checkpoint's backbone keys lose their ``backbone.`` prefix and its head keys become
+            ``head.*``, which ``HRViT`` loads as allowed-unexpected.
 
     Returns:
         A new dict of segkit key -> array.
@@ -711,27 +684,25 @@ def convert_official_state_dict(state: Dict[str, np.ndarray], prefix: str = "") 
     out: Dict[str, np.ndarray] = {}
     for key, value in state.items():
         if key.startswith("module."):
-            key = key[len("module."):]
+            key = key[len("module.") :]
         if key.endswith("num_batches_tracked"):
             continue
-        converted = None
+        new_key, converted = key, None
         if key.startswith("backbone."):
-            converted = _convert_backbone_key(key[len("backbone."):])
+            inner = key[len("backbone.") :]
+            new_key = prefix + inner
+            converted = _convert_backbone_key(inner)
+            converted = (prefix + converted[0], converted[1]) if converted else None
         elif key.startswith(("stem.", "features.")):
             converted = _convert_backbone_key(key)
-        elif key.startswith("decode_head.") and prefix:
-            head = _convert_head_key(key[len("decode_head."):])
-            if head is not None:
-                converted = ("decode_head." + head[0], head[1])
-        if converted is not None:
-            new_key, is_linear = converted
-            if not new_key.startswith("decode_head."):
-                new_key = prefix + new_key
-            out[new_key] = _to_linear(value) if is_linear else value
-        elif not prefix and key.startswith("backbone."):
-            out[key[len("backbone."):]] = value  # a segkit segmentation checkpoint loaded into a bare backbone
+            converted = (prefix + converted[0], converted[1]) if converted else None
+        elif key.startswith("decode_head."):
+            converted = _convert_head_key(key[len("decode_head.") :])
+            converted = ("head." + converted[0], converted[1]) if converted else None
+        if converted is None:
+            out[new_key] = value
         else:
-            out[key] = value
+            out[converted[0]] = _to_linear(value) if converted[1] else value
     return out
 
 
