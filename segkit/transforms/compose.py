@@ -1,0 +1,157 @@
+"""Reading images and labels, chaining transforms, and mapping predictions back.
+
+``Compose`` is the entry point of every pipeline: it reads ``data['img']`` / ``data['label']``
+when they are paths, runs the transforms, and returns the image as float32 CHW and the label as
+int64 HxW. ``reverse_transform`` undoes the recorded resizes and paddings on a logits or
+prediction tensor, walking ``trans_info`` backwards.
+"""
+
+import os
+from typing import Any, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from segkit.errors import ConfigError, DatasetError
+
+
+def read_image(path: str, img_channels: int = 3, to_rgb: bool = True) -> np.ndarray:
+    """Read an image file as an HxWxC uint8 array (RGB unless ``to_rgb`` is False).
+
+    Raises:
+        DatasetError: the file is missing or is not an image OpenCV can decode.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"image file not found: {path}. Check dataset_root and the file list.")
+    flag = cv2.IMREAD_GRAYSCALE if img_channels == 1 else cv2.IMREAD_COLOR
+    img = cv2.imread(path, flag)
+    if img is None:
+        raise DatasetError(f"cannot decode image {path}: expected a PNG/JPEG/BMP/TIFF file OpenCV can read.")
+    if img.ndim == 2:
+        return img[..., None]
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if to_rgb else img
+
+
+def read_label(path: str) -> np.ndarray:
+    """Read a label file as stored: palette PNGs give their indices, grey PNGs their values.
+
+    Raises:
+        DatasetError: the file is missing or not a readable image.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"label file not found: {path}. Check dataset_root and the file list.")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except OSError as err:
+        raise DatasetError(f"cannot read label {path}: {err}. Expected a single-channel PNG.") from err
+
+
+class Compose:
+    """Read the inputs, run ``transforms`` in order, and return network-ready arrays.
+
+    Reads ``img`` (array or path) and ``label`` (array or path, optional); sets ``img`` to
+    float32 CxHxW, ``label`` to int64 HxW, and ``trans_info`` to the list of recorded geometry.
+
+    Args:
+        transforms: transform objects (callables on the data dict).
+        to_rgb: convert images read from files from OpenCV's BGR to RGB.
+        img_channels: 3 for colour, 1 for greyscale images.
+    """
+
+    def __init__(self, transforms: List[Any], to_rgb: bool = True, img_channels: int = 3):
+        if not isinstance(transforms, (list, tuple)):
+            raise ConfigError(f"transforms: expected a list of transforms, got {type(transforms).__name__}.")
+        if img_channels not in (1, 3):
+            raise ConfigError(f"img_channels: expected 1 or 3, got {img_channels!r}.")
+        self.transforms = list(transforms)
+        self.to_rgb = to_rgb
+        self.img_channels = img_channels
+
+    def __call__(self, data: dict) -> dict:
+        if "img" not in data:
+            raise ValueError("Compose: the data dict has no 'img' key")
+        img = data["img"]
+        if isinstance(img, str):
+            img = read_image(img, self.img_channels, self.to_rgb)
+        if not isinstance(img, np.ndarray):
+            raise TypeError(f"Compose: data['img'] must be a path or an ndarray, got {type(img).__name__}")
+        if img.ndim == 2:
+            img = img[..., None]
+        if img.shape[2] != self.img_channels:
+            raise DatasetError(
+                f"image has {img.shape[2]} channels but img_channels is {self.img_channels}; "
+                "set img_channels in the dataset config."
+            )
+        data["img"] = img
+        if isinstance(data.get("label"), str):
+            data["label"] = read_label(data["label"])
+        data.setdefault("trans_info", [])
+        for op in self.transforms:
+            data = op(data)
+        img = data["img"]
+        if img.ndim == 2:
+            img = img[..., None]
+        data["img"] = np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32)
+        if data.get("label") is not None:
+            data["label"] = np.asarray(data["label"], dtype=np.int64)
+        return data
+
+
+def _op_name(item: Any) -> str:
+    """The op name of a trans_info record, whether plain or collated by a DataLoader."""
+    name = item[0]
+    while isinstance(name, (list, tuple)):
+        name = name[0]
+    return str(name)
+
+
+def _size_of(item: Any) -> Tuple[int, int]:
+    """The (h, w) of a trans_info record; collated records hold one-element tensors or lists."""
+    h, w = item[1][0], item[1][1]
+
+    def scalar(v: Any) -> int:
+        if hasattr(v, "numpy"):
+            v = v.numpy()
+        return int(np.asarray(v).reshape(-1)[0])
+
+    return scalar(h), scalar(w)
+
+
+def reverse_transform(pred, trans_info: Sequence, mode: str = "bilinear"):
+    """Undo recorded resizes and paddings on a prediction, newest first.
+
+    Args:
+        pred: a paddle tensor NxCxHxW (logits, or a prediction with C = 1).
+        trans_info: the ``trans_info`` list of a sample: ``('resize', (h, w))`` or
+            ``('padding', (h, w))`` records, each holding the size before the op. The collated
+            form a DataLoader produces (names in lists, sizes as tensors) is accepted too.
+        mode: ``bilinear`` (align_corners False) for logits, ``nearest`` for class ids.
+
+    Returns:
+        The tensor at the original image size, with ``pred``'s dtype.
+    """
+    import paddle
+    import paddle.nn.functional as F
+
+    if mode not in ("bilinear", "nearest"):
+        raise ValueError(f"reverse_transform: mode must be 'bilinear' or 'nearest', got {mode!r}")
+    dtype = pred.dtype
+    for item in reversed(list(trans_info)):
+        name = _op_name(item)
+        h, w = _size_of(item)
+        if name == "resize":
+            if tuple(pred.shape[-2:]) == (h, w):
+                continue
+            work = pred if pred.dtype in (paddle.float32, paddle.float64) else pred.astype("float32")
+            if mode == "bilinear":
+                work = F.interpolate(work, size=(h, w), mode="bilinear", align_corners=False)
+            else:
+                work = F.interpolate(work, size=(h, w), mode="nearest")
+            pred = work.astype(dtype) if work.dtype != dtype else work
+        elif name == "padding":
+            pred = pred[:, :, :h, :w]
+        else:
+            raise ValueError(f"reverse_transform: unknown trans_info record {name!r}")
+    return pred
