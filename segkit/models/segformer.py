@@ -36,6 +36,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from segkit.errors import ConfigError
 from segkit.models.base import SegModel, load_pretrained
 from segkit.registry import BACKBONES, HEADS, MODELS
 
@@ -138,7 +139,7 @@ class EfficientSelfAttention(nn.Layer):
     ):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"attention width {dim} is not divisible by num_heads {num_heads}")
+            raise ConfigError(f"attention width {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.sr_ratio = sr_ratio
@@ -287,7 +288,7 @@ class MixVisionTransformer(nn.Layer):
         super().__init__()
         per_stage = [len(embed_dims), len(num_heads), len(depths), len(sr_ratios), len(mlp_ratios)]
         if len(set(per_stage)) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "embed_dims, num_heads, depths, sr_ratios and mlp_ratios need one entry per stage; "
                 f"got lengths {per_stage}"
             )
@@ -456,8 +457,10 @@ class SegFormer(SegModel):
     ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
-            raise TypeError(
-                f"SegFormer needs a backbone that declares out_channels; {type(backbone).__name__} does not"
+            raise ConfigError(
+                f"SegFormer needs a backbone that declares out_channels (one width per output level); "
+                f"got {type(backbone).__name__}, which does not. Use a registered backbone such as "
+                "MixVisionTransformer_B0, or add out_channels/out_strides to yours."
             )
         self.num_classes = num_classes
         self.align_corners = align_corners
