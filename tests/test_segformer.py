@@ -294,4 +294,4 @@ def test_layer_norm_epsilons_match_paddleseg_layer_by_layer():
             assert isinstance(ours[twin_name], paddle.nn.LayerNorm), twin_name
             assert ours[twin_name]._epsilon == layer._epsilon, (name, twin_name)
             compared += 1
-    assert compared == 4 + 8 * 2 + 3 + 4  # patch embeds, block norms, sr norms (stages 1-3), stage norms
+    assert compared == 4 + 8 * 2 + 6 + 4  # patch embeds, block norms, sr norms (blocks of stages 1-3), stage norms
