@@ -25,3 +25,7 @@ class CheckpointError(SegkitError):
 
 class DatasetError(SegkitError):
     """A dataset folder, file list, image or label that cannot be used."""
+
+
+class TrainingError(SegkitError):
+    """Training cannot go on (e.g. the loss became NaN or Inf)."""

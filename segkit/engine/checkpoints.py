@@ -1,0 +1,69 @@
+"""Training checkpoints: ``save_dir/iter_N/`` and ``save_dir/best_model/``, written atomically.
+
+A checkpoint folder holds ``model.pdparams`` and ``model.pdopt`` (as PaddleSeg writes them) and
+``train_state.pdstates`` with everything else a resume needs. Folders are written under a temporary
+name and renamed into place, so an interrupted save never leaves a partial ``iter_N``.
+"""
+
+import os
+import re
+import shutil
+from typing import Dict, List, Optional
+
+import paddle
+
+from segkit.checkpoint import atomic_save_dir
+from segkit.errors import CheckpointError
+
+FILES = ("model.pdparams", "model.pdopt", "train_state.pdstates")
+ITER_DIR = re.compile(r"^iter_(\d+)$")
+
+
+def save_checkpoint(folder: str, model_state: Dict, optimizer_state: Dict, train_state: Dict, extra: Optional[Dict] = None) -> None:
+    """Write a complete checkpoint folder atomically (``extra`` maps more file names to objects)."""
+    files = {"model.pdparams": model_state, "model.pdopt": optimizer_state, "train_state.pdstates": train_state}
+    files.update(extra or {})
+    atomic_save_dir(folder, files)
+
+
+def iteration_folders(save_dir: str) -> List[str]:
+    """Complete ``iter_N`` folders under ``save_dir``, oldest first."""
+    if not os.path.isdir(save_dir):
+        return []
+    found = []
+    for name in os.listdir(save_dir):
+        match = ITER_DIR.match(name)
+        path = os.path.join(save_dir, name)
+        if match and all(os.path.isfile(os.path.join(path, f)) for f in FILES):
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
+def prune(save_dir: str, keep: int) -> None:
+    """Delete all but the newest ``keep`` iteration checkpoints."""
+    folders = iteration_folders(save_dir)
+    for path in folders[: max(len(folders) - keep, 0)]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def resolve_resume(resume_model: str, save_dir: str) -> Optional[str]:
+    """The checkpoint folder to resume from: a path, or ``auto`` for the newest in ``save_dir``."""
+    if resume_model == "auto":
+        folders = iteration_folders(save_dir)
+        return folders[-1] if folders else None
+    missing = [f for f in FILES if not os.path.isfile(os.path.join(resume_model, f))]
+    if missing:
+        raise CheckpointError(
+            f"--resume_model {resume_model}: expected a checkpoint folder with {', '.join(FILES)}; "
+            f"missing {', '.join(missing)}. Give a save_dir/iter_N folder, or 'auto'."
+        )
+    return resume_model
+
+
+def load_checkpoint(folder: str) -> Dict[str, Dict]:
+    """Read the three files of a checkpoint folder (plus ``ema.pdparams`` when present)."""
+    loaded = {name: paddle.load(os.path.join(folder, name)) for name in FILES}
+    ema = os.path.join(folder, "ema.pdparams")
+    if os.path.isfile(ema):
+        loaded["ema.pdparams"] = paddle.load(ema)
+    return loaded

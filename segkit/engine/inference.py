@@ -1,0 +1,99 @@
+"""Inference on one image: whole, sliding window, multi-scale + flip; mapped back to the original size.
+
+Memory stays bounded: one image is processed at a time, slide inference accumulates window by window
+into a single logits buffer at the network input size, and only the final logits of that one image
+are resized to the original resolution.
+"""
+
+import math
+from typing import Iterator, List, Sequence, Tuple
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from segkit.config import TestConfig
+from segkit.transforms import reverse_transform
+
+
+def _main_logits(model: nn.Layer, x: paddle.Tensor) -> paddle.Tensor:
+    out = model(x)
+    return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def slide_windows(height: int, width: int, crop: Sequence[int], stride: Sequence[int]) -> Iterator[Tuple[int, int, int, int]]:
+    """Window boxes (top, bottom, left, right) covering an image; ``crop`` and ``stride`` are (w, h).
+
+    Windows are ``crop`` sized where the image allows, the last row and column are shifted back so
+    they end at the border, and together they cover every pixel.
+    """
+    crop_w, crop_h = crop
+    stride_w, stride_h = stride
+    rows = max(math.ceil((height - crop_h) / stride_h), 0) + 1
+    cols = max(math.ceil((width - crop_w) / stride_w), 0) + 1
+    for r in range(rows):
+        for c in range(cols):
+            bottom = min(r * stride_h + crop_h, height)
+            right = min(c * stride_w + crop_w, width)
+            yield max(bottom - crop_h, 0), bottom, max(right - crop_w, 0), right
+
+
+def slide_inference(model: nn.Layer, image: paddle.Tensor, crop: Sequence[int], stride: Sequence[int]) -> paddle.Tensor:
+    """Logits of ``image`` [1, 3, H, W] averaged over overlapping windows (by coverage)."""
+    height, width = image.shape[-2:]
+    total = None
+    count = paddle.zeros([1, 1, height, width], dtype="float32")
+    for top, bottom, left, right in slide_windows(height, width, crop, stride):
+        logits = _main_logits(model, image[:, :, top:bottom, left:right]).astype("float32")
+        if total is None:
+            total = paddle.zeros([1, logits.shape[1], height, width], dtype="float32")
+        total[:, :, top:bottom, left:right] = total[:, :, top:bottom, left:right] + logits
+        count[:, :, top:bottom, left:right] = count[:, :, top:bottom, left:right] + 1.0
+    return total / count
+
+
+def _single(model: nn.Layer, image: paddle.Tensor, cfg: TestConfig) -> paddle.Tensor:
+    if cfg.is_slide:
+        return slide_inference(model, image, cfg.crop_size, cfg.stride)
+    return _main_logits(model, image).astype("float32")
+
+
+def flip_variants(cfg: TestConfig) -> List[List[int]]:
+    """The axes to flip for each test-time copy: [] (none), [3] (horizontal), [2] (vertical)."""
+    flips = [[]]
+    if cfg.flip_horizontal:
+        flips.append([3])
+    if cfg.flip_vertical:
+        flips.append([2])
+    return flips
+
+
+def aug_inference(model: nn.Layer, image: paddle.Tensor, cfg: TestConfig) -> paddle.Tensor:
+    """Sum of softmax probabilities over scales and flips, at the input size of ``image``."""
+    height, width = image.shape[-2:]
+    total = None
+    for scale in cfg.scales:
+        size = (int(height * scale + 0.5), int(width * scale + 0.5))
+        scaled = image if scale == 1.0 else F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        for axes in flip_variants(cfg):
+            logits = _single(model, paddle.flip(scaled, axes) if axes else scaled, cfg)
+            logits = paddle.flip(logits, axes) if axes else logits
+            if tuple(logits.shape[-2:]) != (height, width):
+                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
+            probs = F.softmax(logits, axis=1)
+            total = probs if total is None else total + probs
+    return total
+
+
+@paddle.no_grad()
+def infer_image(model: nn.Layer, image: paddle.Tensor, trans_info: Sequence, cfg: TestConfig) -> paddle.Tensor:
+    """Logits (or summed probabilities with aug) of one transformed image, at its original size.
+
+    Args:
+        model: the model, in eval mode.
+        image: [1, C, H, W], as the transforms produced it.
+        trans_info: the sample's geometry records, to undo resizes and paddings.
+        cfg: whole / slide / aug settings.
+    """
+    logits = aug_inference(model, image, cfg) if cfg.aug_eval else _single(model, image, cfg)
+    return reverse_transform(logits, trans_info, mode="bilinear")

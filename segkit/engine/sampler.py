@@ -1,0 +1,79 @@
+"""A deterministic, resumable, distributed training sampler.
+
+Each epoch's order is a permutation drawn from ``(seed, epoch)``; each rank takes every
+``world_size``-th batch of it. Every index is paired with a per-sample seed, and the dataset wrapper
+seeds NumPy and ``random`` with it before the transforms run. The augmentation of a sample is
+therefore a function of (seed, epoch, position) alone: the same with 0 or 8 workers, and the same
+after a resume, which starts the stream at the iteration where the run stopped.
+"""
+
+import random
+from typing import Iterator, List, Tuple
+
+import numpy as np
+import paddle
+
+
+class TrainSampler:
+    """Endless batches of ``(sample_seed, index)`` pairs for one rank.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: samples per batch on this rank.
+        seed: the run's seed.
+        rank: this process's rank.
+        world_size: number of processes.
+        start_iter: number of batches already consumed (for resuming).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start_iter: int = 0):
+        self.global_batch = batch_size * world_size
+        if num_samples < self.global_batch:
+            raise ValueError(
+                f"the training set has {num_samples} samples, fewer than one global batch "
+                f"({batch_size} x {world_size} processes); lower batch_size"
+            )
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.batches_per_epoch = num_samples // self.global_batch  # drop_last
+        self.start_iter = start_iter
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch
+
+    def epoch_of(self, iteration: int) -> int:
+        """The epoch (0-based) that the ``iteration``-th batch (0-based) belongs to."""
+        return iteration // self.batches_per_epoch
+
+    def batch(self, iteration: int) -> List[Tuple[int, int]]:
+        """The ``(sample_seed, index)`` pairs of the ``iteration``-th batch on this rank."""
+        epoch, step = divmod(iteration, self.batches_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
+        start = step * self.global_batch + self.rank * self.batch_size
+        indices = order[start:start + self.batch_size]
+        return [(int(np.random.default_rng([self.seed, epoch, int(i)]).integers(2**31)), int(i)) for i in indices]
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        iteration = self.start_iter
+        while True:
+            yield self.batch(iteration)
+            iteration += 1
+
+
+class SeededDataset(paddle.io.Dataset):
+    """Wraps a dataset so that ``ds[(seed, i)]`` runs sample ``i``'s transforms under ``seed``."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        seed, index = key
+        np.random.seed(seed)
+        random.seed(seed)
+        sample = self.dataset[index]
+        return sample["img"], sample["label"]
