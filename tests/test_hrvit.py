@@ -1,0 +1,293 @@
+"""HRViT: golden parity with the official PyTorch code, any input size, the weight converter, counts."""
+
+import os
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+import segkit.models  # noqa: F401  (registers everything)
+from segkit.checkpoint import load_weights
+from segkit.errors import CheckpointError, ConfigError
+from segkit.models import hrvit
+from segkit.models.segformer import SegFormer
+from segkit.registry import BACKBONES, MODELS, build
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import convert_weights  # noqa: E402  (tools/convert_weights.py)
+
+GOLDEN = os.path.join(
+    os.environ.get("SEGKIT_GOLDEN_DIR", os.path.join(ROOT, "..", "shared", "golden")), "hrvit_b1_features.npz"
+)
+GOLDEN_EXTRA = ("input", "out0", "out1", "out2", "out3")
+
+# Trainable parameter counts from REFERENCE.md: (150 classes, 19 classes).
+REFERENCE_PARAMS = {
+    "b1": (8_183_118, 8_149_451),
+    "b2": (20_809_782, 20_776_115),
+    "b3": (28_724_494, 28_623_755),
+}
+
+
+def trainable_count(layer: paddle.nn.Layer) -> int:
+    return sum(int(np.prod(p.shape)) for p in layer.parameters() if not p.stop_gradient)
+
+
+@pytest.fixture(scope="module")
+def golden():
+    """The official weights (float16 -> float32, PyTorch names and layouts), input and outputs."""
+    if not os.path.exists(GOLDEN):
+        raise FileNotFoundError(f"golden data {GOLDEN} is missing (set SEGKIT_GOLDEN_DIR to its folder)")
+    with np.load(GOLDEN, allow_pickle=False) as archive:
+        data = {k: archive[k] for k in archive.files if k != "meta"}
+    weights = {k: v.astype("float32") for k, v in data.items() if k not in GOLDEN_EXTRA}
+    return weights, data
+
+
+def assert_matches_golden(backbone: paddle.nn.Layer, data) -> None:
+    backbone.eval()
+    with paddle.no_grad():
+        outs = backbone(paddle.to_tensor(data["input"]))
+    assert len(outs) == 4
+    for i, out in enumerate(outs):
+        expected = data[f"out{i}"]
+        assert tuple(out.shape) == expected.shape
+        diff = float(np.abs(out.numpy() - expected).max())
+        assert diff < 1e-4, f"out{i}: max abs difference {diff}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Golden parity through the converter
+# ----------------------------------------------------------------------------------------------
+
+
+def test_b1_matches_official_outputs_through_load_weights(golden):
+    weights, data = golden
+    backbone = BACKBONES.get("HRViT_b1")()
+    report = load_weights(backbone, weights, source="golden")  # applies remap_checkpoint_keys
+    assert len(report.loaded) == len(backbone.state_dict()) == len(weights)
+    assert_matches_golden(backbone, data)
+
+
+def test_b1_matches_official_outputs_via_pretrained_and_the_convert_tool(golden, tmp_path):
+    weights, data = golden
+    # An official state dict saved as a Paddle file: `pretrained` converts it on the fly.
+    official = str(tmp_path / "official_names.pdparams")
+    paddle.save(weights, official)
+    assert_matches_golden(hrvit.HRViT_b1(pretrained=official), data)
+    # The CLI converts the .npz once; the result holds segkit's own names and loads unchanged.
+    converted = str(tmp_path / "converted.pdparams")
+    argv = [GOLDEN, converted, "--model", "HRViT_b1", "--allow_unexpected", *GOLDEN_EXTRA]
+    assert convert_weights.main(argv) == 0
+    saved = paddle.load(converted, return_numpy=True)
+    assert set(saved) == set(hrvit.HRViT_b1().state_dict())
+    assert_matches_golden(hrvit.HRViT_b1(pretrained=converted), data)
+
+
+def test_converter_layouts_names_and_purity(golden):
+    weights, _ = golden
+    before = {k: v.copy() for k, v in list(weights.items())[:50]}
+    converted = hrvit.convert_official_state_dict(weights)
+    assert all(np.array_equal(weights[k], v) for k, v in before.items())  # input untouched
+    # torch Linear (out, in) -> Paddle (in, out); convs keep their layout; BN buffers renamed.
+    qkv = weights["features.1.branches.0.0.attn.to_qkv.weight"]
+    np.testing.assert_array_equal(converted["stages.0.branches.0.0.attn.qv.weight"], qkv.T)
+    np.testing.assert_array_equal(
+        converted["stages.1.fusion.paths.1.0.depthwise.weight"], weights["features.2.blocks.1.0.0.weight"]
+    )
+    np.testing.assert_array_equal(converted["stem.bn1._variance"], weights["stem.bn1.running_var"])
+    np.testing.assert_array_equal(
+        converted["stages.0.branches.0.0.attn.token_bn._mean"],
+        weights["features.1.branches.0.0.attn.attn_bn.running_mean"],
+    )
+    # Already-converted (segkit) names pass unchanged: applying it twice changes nothing.
+    again = hrvit.convert_official_state_dict(converted)
+    assert set(again) == set(converted)
+    assert all(again[k] is converted[k] for k in converted)
+
+
+# ----------------------------------------------------------------------------------------------
+# mmseg segmentation checkpoints: backbone. / decode_head. prefixes and the head's layout
+# ----------------------------------------------------------------------------------------------
+
+
+def mmseg_head_state(in_channels, channels: int, num_classes: int, seed: int):
+    """Random ``decode_head.*`` tensors named and shaped as mmseg's SegformerHead saves them."""
+    rng = np.random.default_rng(seed)
+    normal = lambda *shape: rng.normal(0.0, 0.05, shape).astype("float32")  # noqa: E731
+    state = {}
+    for i, c in enumerate(in_channels):
+        state[f"decode_head.convs.{i}.conv.weight"] = normal(channels, c, 1, 1)
+        state[f"decode_head.convs.{i}.conv.bias"] = normal(channels)
+    state["decode_head.fusion_conv.conv.weight"] = normal(channels, channels * len(in_channels), 1, 1)
+    state["decode_head.fusion_conv.bn.weight"] = rng.uniform(0.5, 1.5, channels).astype("float32")
+    state["decode_head.fusion_conv.bn.bias"] = normal(channels)
+    state["decode_head.fusion_conv.bn.running_mean"] = normal(channels)
+    state["decode_head.fusion_conv.bn.running_var"] = rng.uniform(0.5, 1.5, channels).astype("float32")
+    state["decode_head.fusion_conv.bn.num_batches_tracked"] = np.array(7, dtype="int64")
+    state["decode_head.conv_seg.weight"] = normal(num_classes, channels, 1, 1)
+    state["decode_head.conv_seg.bias"] = normal(num_classes)
+    return state
+
+
+def mmseg_head_reference(state, feats):
+    """mmseg SegformerHead (mlp_norm/act off) in eval mode, straight from the PyTorch-layout tensors."""
+    t = lambda name: paddle.to_tensor(state["decode_head." + name])  # noqa: E731
+    size = feats[0].shape[2:]
+    levels = []
+    for i, x in enumerate(feats):
+        y = F.conv2d(x, t(f"convs.{i}.conv.weight"), t(f"convs.{i}.conv.bias"))
+        levels.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))
+    y = F.conv2d(paddle.concat(levels, axis=1), t("fusion_conv.conv.weight"))  # c1..c4 order
+    y = F.batch_norm(
+        y, t("fusion_conv.bn.running_mean"), t("fusion_conv.bn.running_var"),
+        t("fusion_conv.bn.weight"), t("fusion_conv.bn.bias"), training=False, epsilon=1e-5,
+    )
+    return F.conv2d(F.relu(y), t("conv_seg.weight"), t("conv_seg.bias"))
+
+
+def test_mmseg_segmentation_checkpoint_loads_into_model_and_backbone(golden, tmp_path):
+    weights, data = golden
+    state = {"backbone." + k: v for k, v in weights.items()}
+    state["backbone.stem.bn1.num_batches_tracked"] = np.array(3, dtype="int64")
+    state.update(mmseg_head_state([32, 64, 128, 256], 256, 150, seed=3))
+    state = {"module." + k: v for k, v in state.items()}  # as saved from a distributed wrapper
+
+    model = MODELS.get("hrvit_b1")(num_classes=150)
+    report = load_weights(model, state, source="mmseg")
+    assert len(report.loaded) == len(model.state_dict())
+    model.eval()
+    x = paddle.to_tensor(data["input"])
+    with paddle.no_grad():
+        feats = model.backbone(x)
+        np.testing.assert_allclose(feats[3].numpy(), data["out3"], atol=1e-4)
+        expected = mmseg_head_reference({k[len("module."):]: v for k, v in state.items()}, feats)
+        got = model.head(feats)
+        assert float((got - expected).abs().max()) < 1e-4
+        logits = model(x)
+    assert logits.shape == [1, 150, 192, 256]
+
+    # The same file as a backbone's `pretrained`: its head keys are ignored, the backbone matches.
+    path = str(tmp_path / "mmseg_seg.pdparams")
+    paddle.save(state, path)
+    assert_matches_golden(hrvit.HRViT_b1(pretrained=path), data)
+    # As a model's `pretrained` for another number of classes: only the classifier is left out.
+    other = hrvit.hrvit_b1(num_classes=19, pretrained=path)
+    np.testing.assert_array_equal(
+        other.head.embed[0].weight.numpy(), state["module.decode_head.convs.0.conv.weight"][:, :, 0, 0].T
+    )
+
+
+def test_wrong_variant_checkpoint_is_rejected(golden):
+    weights, _ = golden
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_weights(hrvit.HRViT_b2(), weights, source="golden b1")
+
+
+# ----------------------------------------------------------------------------------------------
+# Any input size
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_stripe_attention(q, v, stripe, heads, scale):
+    """NumPy: attention among the valid tokens of each horizontal stripe only (no padding at all)."""
+    b, h, w, c = q.shape
+    d = c // heads
+    out = np.zeros_like(q)
+    for top in range(0, h, stripe):
+        rows = slice(top, min(top + stripe, h))
+        for head in range(heads):
+            ch = slice(head * d, (head + 1) * d)
+            qs = q[:, rows, :, ch].reshape(b, -1, d)
+            vs = v[:, rows, :, ch].reshape(b, -1, d)
+            logits = qs @ vs.transpose(0, 2, 1) * scale
+            prob = np.exp(logits - logits.max(-1, keepdims=True))
+            prob /= prob.sum(-1, keepdims=True)
+            out[:, rows, :, ch] = (prob @ vs).reshape(b, rows.stop - rows.start, w, d)
+    return out
+
+
+@pytest.mark.parametrize("h, w, stripe, heads", [(12, 5, 7, 2), (3, 4, 7, 1), (9, 6, 2, 3), (8, 3, 1, 1)])
+def test_stripe_attention_padding_equals_attention_on_valid_tokens(h, w, stripe, heads):
+    rng = np.random.default_rng(h * w)
+    q = rng.normal(size=(2, h, w, 6 * heads)).astype("float32")
+    v = rng.normal(size=(2, h, w, 6 * heads)).astype("float32")
+    got = hrvit.stripe_attention(paddle.to_tensor(q), paddle.to_tensor(v), stripe, heads, 0.4)
+    np.testing.assert_allclose(got.numpy(), reference_stripe_attention(q, v, stripe, heads, 0.4), atol=1e-5)
+
+
+def test_any_input_size_gives_ceil_sized_branches(golden):
+    """200x264 crashes the official code (ceil(side/4) must be a multiple of 8); segkit runs it."""
+    weights, _ = golden
+    backbone = hrvit.HRViT_b1()
+    load_weights(backbone, weights)
+    backbone.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(1, 3, 200, 264)).astype("float32"))
+    with paddle.no_grad():
+        outs = backbone(x)
+    assert [tuple(o.shape) for o in outs] == [(1, 32, 50, 66), (1, 64, 25, 33), (1, 128, 13, 17), (1, 256, 7, 9)]
+    assert all(bool(paddle.isfinite(o).all()) for o in outs)
+    assert backbone.out_channels == [32, 64, 128, 256] and backbone.out_strides == [4, 8, 16, 32]
+
+
+def test_up_path_is_nearest_upsampling_cropped_to_the_finer_branch():
+    path = hrvit.UpPath(4, 4, factor=4)
+    path.eval()
+    x = paddle.to_tensor(np.random.default_rng(1).normal(size=(1, 4, 4, 5)).astype("float32"))
+    with paddle.no_grad():
+        projected = path.pointwise_bn(path.pointwise(x)).numpy()
+        got = path(x, [13, 18]).numpy()
+    rows, cols = np.arange(13) // 4, np.arange(18) // 4
+    np.testing.assert_array_equal(got, projected[:, :, rows][:, :, :, cols])
+
+
+@pytest.mark.parametrize("variant, shape", [("hrvit_b1", (1, 3, 67, 93)), ("hrvit_b2", (1, 3, 33, 41)), ("hrvit_b3", (1, 3, 29, 35))])
+def test_odd_sizes_train_forward_backward_every_parameter_gets_a_gradient(variant, shape):
+    paddle.seed(0)
+    model = MODELS.get(variant)(num_classes=7)
+    model.train()
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=shape).astype("float32"))
+    logits = model(x)
+    assert isinstance(logits, list) and len(logits) == model.num_outputs == 1
+    assert logits[0].shape == [shape[0], 7, shape[2], shape[3]]
+    logits[0].mean().backward()
+    missing = [n for n, p in model.named_parameters() if not p.stop_gradient and p.grad is None]
+    assert not missing, f"no gradient for {missing[:5]}"
+    model.eval()
+    with paddle.no_grad():
+        out = model(x)
+    assert out.shape == [shape[0], 7, shape[2], shape[3]]
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants, registry and configuration errors
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["b1", "b2", "b3"])
+def test_trainable_parameter_counts_match_reference(variant):
+    for num_classes, expected in zip((150, 19), REFERENCE_PARAMS[variant]):
+        assert trainable_count(MODELS.get(f"hrvit_{variant}")(num_classes=num_classes)) == expected
+
+
+def test_built_from_config_and_usable_under_segformer():
+    cfg = {"type": "HRViTSegFormer", "num_classes": 5, "embedding_dim": 64,
+           "backbone": {"type": "HRViT_b1", "drop_path_rate": 0.1}}
+    model = build(cfg, MODELS, "model")
+    assert isinstance(model.backbone, hrvit.HRViT) and model.head.reverse_concat is False
+    other = SegFormer(num_classes=3, backbone=hrvit.HRViT_b1(), embedding_dim=32)
+    other.eval()
+    with paddle.no_grad():
+        assert other(paddle.rand([1, 3, 45, 50])).shape == [1, 3, 45, 50]
+    with pytest.raises(ConfigError, match="drop_path_rat"):
+        build({"type": "HRViT_b1", "drop_path_rat": 0.1}, BACKBONES, "model.backbone")
+
+
+def test_bad_hyper_parameters_raise_config_errors():
+    with pytest.raises(ConfigError, match="four"):
+        hrvit.HRViT(depths=((1,), (1, 1), (1, 1, 1)))
+    with pytest.raises(ConfigError, match="even width"):
+        hrvit.kronecker_factors(33)
