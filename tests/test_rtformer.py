@@ -1,0 +1,209 @@
+"""RTFormer: parity with paddleseg==2.8.0 (the oracle), checkpoint key remap, pretrained loading."""
+
+import zipfile
+
+import numpy as np
+import paddle
+import pytest
+
+from segkit.checkpoint import load_weights, read_state_dict
+from segkit.errors import CheckpointError, ConfigError
+from segkit.models.rtformer import RTFormer, remap_rtformer_key, rtformer_base, rtformer_slim
+from segkit.registry import MODELS, build
+from paddleseg.models import rtformer as paddleseg_rtformer  # the oracle (test-only dependency)
+
+SLIM = dict(base_channels=32, head_channels=64)
+BASE = dict(base_channels=64, head_channels=128, use_injection=[True, False])
+
+
+def randomise_like_trained(model: paddle.nn.Layer, seed: int) -> None:
+    """Give every BatchNorm non-trivial statistics and affine parameters, and rescale the rest."""
+    rng = np.random.default_rng(seed)
+    for name, tensor in model.state_dict().items():
+        shape = tensor.shape
+        if name.endswith("_variance"):
+            value = rng.uniform(0.5, 2.0, shape)
+        elif name.endswith("_mean"):
+            value = rng.normal(0.0, 0.3, shape)
+        elif tensor.ndim == 1:  # norm weights / biases, conv biases
+            value = rng.normal(1.0 if name.endswith("weight") and "conv" not in name else 0.0, 0.2, shape)
+        else:  # conv weights and attention memories: keep the upstream init's scale
+            value = tensor.numpy() * rng.uniform(0.8, 1.2, shape)
+        tensor.set_value(value.astype("float32"))
+
+
+def oracle_and_segkit(tmp_path, seed: int = 0, **kwargs):
+    """A randomised PaddleSeg RTFormer and a segkit RTFormer loaded from its saved checkpoint."""
+    kwargs.setdefault("num_classes", 19)
+    kwargs.setdefault("drop_path_rate", 0.0)
+    paddle.seed(seed)
+    oracle = paddleseg_rtformer.RTFormer(**kwargs)
+    randomise_like_trained(oracle, seed)
+    path = str(tmp_path / "model.pdparams")
+    paddle.save(oracle.state_dict(), path)
+    ours = RTFormer(**kwargs)
+    load_weights(ours, read_state_dict(path), source=path)  # remapped by RTFormer.remap_checkpoint_keys
+    return oracle, ours
+
+
+def max_diff(a: paddle.Tensor, b: paddle.Tensor) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float((a - b).abs().max())
+
+
+@pytest.mark.parametrize(
+    "variant, shapes",
+    [
+        (dict(SLIM), [(1, 64, 128), (2, 70, 110)]),
+        (dict(SLIM, cross_size=8, use_injection=[True, False]), [(2, 96, 160)]),
+        (dict(BASE), [(1, 70, 110), (2, 64, 96)]),
+    ],
+    ids=["slim", "slim-ade20k", "base"],
+)
+def test_logits_match_paddleseg_in_eval_and_training(tmp_path, variant, shapes):
+    oracle, ours = oracle_and_segkit(tmp_path, seed=len(shapes), **variant)
+    rng = np.random.default_rng(1)
+    for batch, height, width in shapes:
+        x = paddle.to_tensor(rng.normal(size=(batch, 3, height, width)).astype("float32"))
+        oracle.eval(), ours.eval()
+        expected, got = oracle(x)[0], ours(x)
+        assert got.shape == [batch, 19, height, width]
+        assert max_diff(expected, got) <= 1e-4
+        assert float(expected.abs().max()) > 1.0  # the comparison is not between near-zero maps
+
+        oracle.train(), ours.train()
+        expected, got = oracle(x), ours(x)
+        assert len(got) == 2 == ours.num_outputs
+        for e, g in zip(expected, got):
+            assert max_diff(e, g) <= 1e-4
+
+
+def test_training_updates_running_stats_and_gradients_like_paddleseg(tmp_path):
+    oracle, ours = oracle_and_segkit(tmp_path, seed=3, **SLIM)
+    x = paddle.to_tensor(np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype("float32"))
+    oracle.train(), ours.train()
+    for model in (oracle, ours):
+        main, aux = model(x)
+        (main.square().mean() + aux.mean()).backward()
+
+    own_state = ours.state_dict()
+    for name, tensor in oracle.state_dict().items():  # BN momentum 0.1: running stats after one step
+        np.testing.assert_allclose(own_state[remap_rtformer_key(name)].numpy(), tensor.numpy(), rtol=1e-4, atol=1e-5)
+    own_params = dict(ours.named_parameters())
+    for name, param in oracle.named_parameters():
+        if param.stop_gradient:  # BatchNorm running statistics, compared above
+            continue
+        mine = own_params[remap_rtformer_key(name)]
+        scale = float(np.abs(param.grad.numpy()).max()) + 1e-8
+        assert float(np.abs(mine.grad.numpy() - param.grad.numpy()).max()) <= 1e-3 * scale, name
+        # learning-rate multipliers (lr_mult 10 on DAPPM and heads) as upstream
+        assert mine.optimize_attr["learning_rate"] == param.optimize_attr["learning_rate"], name
+
+
+def test_remap_covers_every_paddleseg_key_and_is_idempotent():
+    oracle = paddleseg_rtformer.RTFormer(num_classes=7, **SLIM)
+    ours = rtformer_slim(num_classes=7)
+    upstream = {k: v.numpy() for k, v in oracle.state_dict().items()}
+    remapped = RTFormer.remap_checkpoint_keys(upstream)
+    own = ours.state_dict()
+    assert sorted(remapped) == sorted(own)
+    assert all(tuple(remapped[k].shape) == tuple(own[k].shape) for k in own)
+    again = RTFormer.remap_checkpoint_keys(remapped)
+    assert list(again) == list(remapped)
+    assert remap_rtformer_key("last_layer.0.weight") == "last_layer.0.weight"  # unknown keys pass
+    assert remap_rtformer_key("layer3_.0.bn1._mean") == "stage3_high.0.norm1._mean"
+    assert remap_rtformer_key("spp.process4.2.weight") == "dappm.refine.3.conv.weight"
+
+
+def test_paddleseg_checkpoint_without_aux_head_loads(tmp_path):
+    oracle, ours = oracle_and_segkit(tmp_path, num_classes=5, use_aux_head=False, **SLIM)
+    assert ours.aux_head is None and ours.num_outputs == 1
+    ours.train()
+    out = ours(paddle.rand([1, 3, 64, 64]))
+    assert isinstance(out, list) and len(out) == 1
+
+
+@pytest.mark.parametrize(
+    "factory, num_classes, expected",
+    [
+        (rtformer_slim, 19, 5_403_398),
+        (rtformer_slim, 150, 5_428_812),
+        (rtformer_base, 19, 17_916_390),
+        (rtformer_base, 150, 17_966_956),
+    ],
+)
+def test_trainable_parameter_counts(factory, num_classes, expected):
+    def count(model):
+        return sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+
+    variant = SLIM if factory is rtformer_slim else BASE
+    assert count(factory(num_classes=num_classes)) == expected
+    assert count(paddleseg_rtformer.RTFormer(num_classes=num_classes, **variant)) == expected
+
+
+def test_paddleseg_yaml_model_section_builds():
+    section = {"type": "RTFormer", "base_channels": 64, "head_channels": 128, "drop_path_rate": 0.1,
+               "use_injection": [True, False]}
+    model = build(section, MODELS, "model", num_classes=150)
+    assert isinstance(model, RTFormer) and model.block5.inject is None and model.block4.inject is not None
+    with pytest.raises(ConfigError, match="head_chanels"):
+        build(dict(section, head_chanels=64), MODELS, "model", num_classes=150)
+    assert "rtformer_slim" in MODELS and "rtformer_base" in MODELS
+
+
+def test_num_heads_must_divide_the_memory():
+    with pytest.raises(ConfigError, match="groups"):
+        RTFormer(num_classes=3, base_channels=12, num_heads=5)
+
+
+def imagenet_like_checkpoint(oracle) -> dict:
+    """What an ImageNet backbone checkpoint holds: the backbone plus a classifier, no DAPPM/heads."""
+    state = {k: v.numpy() for k, v in oracle.state_dict().items()
+             if not k.startswith(("spp.", "seghead.", "seghead_extra."))}
+    state["last_layer.0.weight"] = np.ones([1024, 256, 1, 1], "float32")
+    state["classifier.weight"] = np.ones([1024, 1000], "float32")
+    return state
+
+
+def test_pretrained_backbone_from_zip_and_path(tmp_path):
+    paddle.seed(5)
+    oracle = paddleseg_rtformer.RTFormer(num_classes=19, **SLIM)
+    randomise_like_trained(oracle, 5)
+    folder = tmp_path / "rtformer_slim_backbone_imagenet_pretrained"
+    folder.mkdir()
+    paddle.save(imagenet_like_checkpoint(oracle), str(folder / "model.pdparams"))
+    archive = str(tmp_path / "pretrained.zip")
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(folder / "model.pdparams", "rtformer_slim_backbone_imagenet_pretrained/model.pdparams")
+
+    for source in (archive, str(folder / "model.pdparams")):
+        model = rtformer_slim(num_classes=7, pretrained=source)
+        own = model.state_dict()
+        for name, tensor in oracle.state_dict().items():
+            key = remap_rtformer_key(name)
+            loaded = np.array_equal(own[key].numpy(), tensor.numpy())
+            assert loaded == (not name.startswith(("spp.", "seghead"))), name
+
+
+def test_pretrained_is_strict_about_the_backbone(tmp_path):
+    oracle = paddleseg_rtformer.RTFormer(num_classes=19, **SLIM)
+    state = imagenet_like_checkpoint(oracle)
+    missing = dict(state)
+    del missing["layer4.attn_l.k"]
+    paddle.save(missing, str(tmp_path / "missing.pdparams"))
+    with pytest.raises(CheckpointError, match="block4.low_attn.key"):
+        rtformer_slim(num_classes=7, pretrained=str(tmp_path / "missing.pdparams"))
+
+    paddle.save(state, str(tmp_path / "base.pdparams"))  # a Slim checkpoint for a Base model
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        rtformer_base(num_classes=7, pretrained=str(tmp_path / "base.pdparams"))
+
+
+def test_training_returns_main_and_aux_and_eval_returns_main_at_input_size():
+    model = rtformer_slim(num_classes=4)
+    model.train()
+    outs = model(paddle.rand([2, 3, 67, 93]))
+    assert [o.shape for o in outs] == [[2, 4, 67, 93]] * 2
+    outs[0].mean().backward()  # drop path active (0.2) must not break autograd
+    model.eval()
+    assert model(paddle.rand([1, 3, 67, 93])).shape == [1, 4, 67, 93]
