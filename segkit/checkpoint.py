@@ -209,3 +209,8 @@ def atomic_save_dir(target: str, files: Dict[str, object]) -> None:
     os.replace(tmp, target)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def load_model_file(layer: paddle.nn.Layer, location: str) -> LoadReport:
+    """Load a whole-model checkpoint (path, folder, URL or zip) strictly into ``layer``."""
+    return load_weights(layer, read_state_dict(location), source=location)

@@ -1,0 +1,31 @@
+"""Evaluate a trained model on the config's val_dataset: python tools/val.py --config ... --model_path ..."""
+
+import argparse
+import os
+
+import paddle
+from _common import add_config_args, add_test_args, build_model_for_inference, run_cli, test_config_from_args
+
+from segkit.config import load_config
+from segkit.engine.evaluate import evaluate, write_reports
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_config_args(parser)
+    add_test_args(parser, aug_flag="aug_eval")
+    parser.add_argument("--save_dir", default="output/eval", help="where metrics.json and the other reports go")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.opts)
+    test_cfg = test_config_from_args(cfg, args)
+    dataset = cfg.build_dataset("val")
+    model = build_model_for_inference(cfg, args.model_path)
+    paddle.seed(args.seed)
+    result = evaluate(model, dataset, test_cfg, num_workers=args.num_workers)
+    if paddle.distributed.get_rank() == 0:
+        write_reports(result, args.save_dir, getattr(dataset, "class_names", None))
+        print(f"reports written to {os.path.abspath(args.save_dir)}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
