@@ -1,0 +1,23 @@
+"""Install segkit: pip install -e . (add paddlepaddle-gpu yourself for GPU training)."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def requirements():
+    with open(os.path.join(HERE, "requirements.txt")) as f:
+        lines = [line.split("#")[0].strip() for line in f]
+    return [line for line in lines if line]
+
+
+setup(
+    name="segkit",
+    version="0.1.0",
+    description="Config-driven semantic segmentation on PaddlePaddle: RTFormer, SegNeXt, SegFormer, HRViT",
+    packages=find_packages(include=["segkit", "segkit.*"]),
+    python_requires=">=3.9",
+    install_requires=requirements(),
+)
