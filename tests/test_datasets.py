@@ -159,3 +159,215 @@ def test_edge_mask(generic):
     ds = make(generic, edge=True)
     s = ds[0]
     assert s["edge"].shape == (1, 24, 32) and set(np.unique(s["edge"])) <= {0, 1}
+
+
+# ---- tiny copies of the official layouts --------------------------------------------------------
+
+def stem_label(h, w, value):
+    """A label filled with ``value`` except one corner pixel of each class in ``extra``."""
+    return np.full((h, w), value, np.uint8)
+
+
+@pytest.fixture
+def cityscapes(tmp_path):
+    """leftImg8bit/gtFine with 2 cities in train, 1 in val, 1 in test, plus the other gtFine files."""
+    root = tmp_path / "cityscapes"
+    layout = {"train": {"aachen": 2, "bochum": 1}, "val": {"frankfurt": 2}, "test": {"berlin": 1}}
+    n = 0
+    for split, cities in layout.items():
+        for city, count in cities.items():
+            for i in range(count):
+                stem = f"{city}_{i:06d}_000019"
+                write_image(root / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png", 16, 32, seed=n)
+                gt = root / "gtFine" / split / city
+                # the label value tells which image it belongs to
+                write_label(gt / f"{stem}_gtFine_labelTrainIds.png", stem_label(16, 32, n % 19))
+                write_label(gt / f"{stem}_gtFine_labelIds.png", stem_label(16, 32, 7))
+                write_label(gt / f"{stem}_gtFine_instanceIds.png", stem_label(16, 32, 1))
+                Image.fromarray(np.zeros((16, 32, 3), np.uint8)).save(gt / f"{stem}_gtFine_color.png")
+                n += 1
+    return root
+
+
+def cs(root, mode="train", transforms=VAL_T):
+    return build({"type": "Cityscapes", "dataset_root": str(root), "mode": mode, "transforms": transforms},
+                 DATASETS, where="train_dataset")
+
+
+def test_cityscapes_pairs_by_stem(cityscapes):
+    ds = cs(cityscapes)
+    assert len(ds) == 3 and len(cs(cityscapes, "val")) == 2
+    for img, lab in ds.file_list:
+        assert os.path.basename(img).replace("_leftImg8bit.png", "") == \
+            os.path.basename(lab).replace("_gtFine_labelTrainIds.png", "")
+        assert os.path.basename(os.path.dirname(img)) == os.path.basename(os.path.dirname(lab))
+    assert ds.num_classes == 19 and ds.ignore_index == 255
+    assert ds.class_names[0] == "road" and ds.class_names[18] == "bicycle" and len(ds.class_names) == 19
+    assert ds.palette[0] == [128, 64, 128] and ds.palette[13] == [0, 0, 142]
+    test = cs(cityscapes, "test")
+    assert len(test) == 1 and test.file_list[0][1] is None
+    assert "label" not in test[0]
+
+
+def test_cityscapes_missing_and_extra_files_are_named(cityscapes):
+    gt = cityscapes / "gtFine" / "train"
+    os.remove(gt / "bochum" / "bochum_000000_000019_gtFine_labelTrainIds.png")
+    write_label(gt / "aachen" / "aachen_000099_000019_gtFine_labelTrainIds.png", stem_label(16, 32, 0))
+    with pytest.raises(DatasetError) as err:
+        cs(cityscapes)
+    assert "bochum_000000_000019_leftImg8bit.png" in str(err.value)
+    assert "aachen_000099_000019_gtFine_labelTrainIds.png" in str(err.value)
+
+
+def test_cityscapes_wrong_root_and_unconverted_labels(cityscapes, tmp_path):
+    with pytest.raises(DatasetError, match=r"'.*/cityscape' not found.*leftImg8bit/train/<city>/\*_leftImg8bit\.png"):
+        cs(tmp_path / "cityscape")
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(DatasetError, match=r"'.*/empty/leftImg8bit/train' not found"):
+        cs(tmp_path / "empty")
+    for path in (cityscapes / "gtFine" / "val").rglob("*_labelTrainIds.png"):
+        os.remove(path)
+    with pytest.raises(DatasetError, match="convert_cityscapes.py"):
+        cs(cityscapes, "val")
+
+
+def test_cityscapes_values_and_bad_value(cityscapes):
+    ds = cs(cityscapes, "val")
+    s = ds[1]
+    assert set(np.unique(s["label"])) == {4}  # the 5th generated pair, value 4 % 19
+    label = np.zeros((16, 32), np.uint8)
+    label[0, 0] = 19
+    write_label(cityscapes / "gtFine" / "val" / "frankfurt" / "frankfurt_000001_000019_gtFine_labelTrainIds.png", label)
+    with pytest.raises(DatasetError, match=r"frankfurt_000001_000019_gtFine_labelTrainIds\.png.*\b19\b"):
+        ds[1]
+
+
+def test_paddleseg_cityscapes_config_runs_unchanged(cityscapes):
+    # the train_dataset section of PaddleSeg's configs/_base_/cityscapes.yml, crop shrunk to fit
+    cfg = {
+        "type": "Cityscapes",
+        "dataset_root": str(cityscapes),
+        "transforms": [
+            {"type": "ResizeStepScaling", "min_scale_factor": 0.5, "max_scale_factor": 2.0, "scale_step_size": 0.25},
+            {"type": "RandomPaddingCrop", "crop_size": [24, 12]},
+            {"type": "RandomHorizontalFlip"},
+            {"type": "RandomDistort", "brightness_range": 0.4, "contrast_range": 0.4, "saturation_range": 0.4},
+            {"type": "Normalize", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        ],
+        "mode": "train",
+    }
+    ds = build(cfg, DATASETS, where="train_dataset")
+    s = ds[0]
+    assert s["img"].shape == (3, 12, 24) and s["label"].shape == (12, 24)
+
+
+@pytest.fixture
+def camvid(tmp_path):
+    root = tmp_path / "camvid"
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 3), ("val", 1), ("test", 2)):
+        for i in range(count):
+            write_image(root / split / f"0001TP_{i:06d}.png", 18, 24, seed=i)
+            write_label(root / f"{split}annot" / f"0001TP_{i:06d}.png", rng.integers(0, 12, size=(18, 24)))
+    return root
+
+
+def test_camvid_layout_void_ignored_and_test_labels(camvid):
+    ds = build({"type": "CamVid", "dataset_root": str(camvid), "mode": "val", "transforms": VAL_T},
+               DATASETS, where="val_dataset")
+    assert len(ds) == 1 and ds.num_classes == 11 and ds.class_names[0] == "Sky"
+    assert ds.palette[3] == [128, 64, 128]
+    raw = np.asarray(Image.open(ds.file_list[0][1]))
+    label = ds[0]["label"]
+    np.testing.assert_array_equal(label[raw == 11], 255)
+    np.testing.assert_array_equal(label[raw != 11], raw[raw != 11])
+    test = build({"type": "CamVid", "dataset_root": str(camvid), "mode": "test", "transforms": VAL_T},
+                 DATASETS, where="val_dataset")
+    assert len(test) == 2 and "label" in test[0]
+    os.remove(camvid / "trainannot" / "0001TP_000002.png")
+    with pytest.raises(DatasetError, match=r"0001TP_000002\.png"):
+        build({"type": "CamVid", "dataset_root": str(camvid), "mode": "train", "transforms": VAL_T},
+              DATASETS, where="train_dataset")
+    with pytest.raises(DatasetError, match="valannot"):
+        os.rename(camvid / "valannot", camvid / "val_annot")
+        build({"type": "CamVid", "dataset_root": str(camvid), "mode": "val", "transforms": VAL_T},
+              DATASETS, where="val_dataset")
+
+
+@pytest.fixture
+def ade(tmp_path):
+    root = tmp_path / "ADEChallengeData2016"
+    for split, count in (("training", 2), ("validation", 2)):
+        for i in range(count):
+            name = f"ADE_{split[:5]}_{i:08d}"
+            img = np.random.default_rng(i).integers(0, 256, size=(20, 30, 3)).astype(np.uint8)
+            os.makedirs(root / "images" / split, exist_ok=True)
+            Image.fromarray(img).save(root / "images" / split / f"{name}.jpg")
+            label = np.zeros((20, 30), np.uint8)
+            label[:, 10:] = 1
+            label[:, 20:] = 150
+            write_label(root / "annotations" / split / f"{name}.png", label)
+    return root
+
+
+def ade20k(root, mode="val"):
+    return build({"type": "ADE20K", "dataset_root": str(root), "mode": mode, "transforms": VAL_T},
+                 DATASETS, where="val_dataset")
+
+
+def test_ade20k_reduce_zero_label(ade):
+    ds = ade20k(ade)
+    assert len(ds) == 2 and len(ade20k(ade, "train")) == 2
+    label = ds[0]["label"]
+    assert (label[:, :10] == 255).all() and (label[:, 10:20] == 0).all() and (label[:, 20:] == 149).all()
+    assert ds.num_classes == 150 and ds.class_names[0] == "wall" and ds.class_names[149] == "flag"
+    assert ds.palette[0] == [120, 120, 120] and ds.palette[149] == [92, 0, 255]
+    # PaddleSeg's own ADE20K applies the same mapping
+    paddleseg_datasets = pytest.importorskip("paddleseg.datasets")
+    theirs = paddleseg_datasets.ADE20K(transforms=[], dataset_root=str(ade), mode="val")
+    pairs = {os.path.basename(i): lab for i, lab in theirs.file_list}
+    raw = np.asarray(Image.open(pairs[os.path.basename(ds.file_list[0][0])]))
+    np.testing.assert_array_equal(label, (raw - 1).astype(np.int64))
+
+
+def test_ade20k_errors(ade):
+    with pytest.raises(DatasetError, match="ADEChallengeData2016"):
+        ade20k(ade.parent)  # the folder above the official one
+    with pytest.raises(DatasetError, match="dataset_root is not set"):
+        build({"type": "ADE20K", "transforms": VAL_T}, DATASETS, where="val_dataset")
+    with pytest.raises(DatasetError, match="'train' or 'val'"):
+        ade20k(ade, "test")
+    label = np.full((20, 30), 151, np.uint8)
+    write_label(ade / "annotations" / "validation" / "ADE_valid_00000001.png", label)
+    with pytest.raises(DatasetError, match=r"ADE_valid_00000001\.png.*150"):
+        ade20k(ade)[1]
+
+
+@pytest.fixture
+def coco(tmp_path):
+    root = tmp_path / "cocostuff"
+    for split, count in (("train2017", 2), ("val2017", 1)):
+        for i in range(count):
+            name = f"{i:012d}"
+            os.makedirs(root / "images" / split, exist_ok=True)
+            Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(root / "images" / split / f"{name}.jpg")
+            raw = np.full((12, 16), 181, np.uint8)
+            raw[0] = 255
+            write_label(root / "annotations" / split / f"{name}.png", raw)
+    return root
+
+
+def test_cocostuff_raw_labels_point_to_converter_and_converted_labels_load(coco):
+    def make_coco(type_name="COCOStuff"):
+        return build({"type": type_name, "dataset_root": str(coco), "mode": "val", "transforms": VAL_T},
+                     DATASETS, where="val_dataset")
+
+    with pytest.raises(DatasetError, match="convert_cocostuff.py"):
+        make_coco()[0]
+    label = np.full((12, 16), 170, np.uint8)
+    write_label(coco / "annotations" / "val2017" / "000000000000_labelTrainIds.png", label)
+    ds = make_coco("CocoStuff")  # PaddleSeg's name works too
+    assert ds.file_list[0][1].endswith("_labelTrainIds.png")
+    assert (ds[0]["label"] == 170).all()
+    assert ds.num_classes == 171 and ds.class_names[0] == "person" and ds.class_names[170] == "wood"
+    assert len(ds.palette) == 171 and ds.palette[0] == [0, 192, 64]

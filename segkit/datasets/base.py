@@ -7,7 +7,8 @@ A segkit dataset holds ``file_list`` (``(image_path, label_path or None)`` pairs
   transforms (fixed-size when the pipeline crops, so samples batch);
 * ``val``: ``{'img', 'label', 'img_path', 'trans_info'}``; only the image is transformed, the
   label keeps the original size, and ``trans_info`` lets the engine map logits back to it;
-* ``test``: ``{'img', 'img_path', 'trans_info'}``.
+* ``test``: ``{'img', 'img_path', 'trans_info'}``, plus ``label`` as in val when the split has
+  labels (CamVid's test split is the one papers report).
 
 Every label loaded in train/val mode is checked (``segkit.data_check.check_label``): a value that
 is neither a class id nor the ignore index, or a label whose size differs from its image, raises
@@ -19,7 +20,7 @@ checked to exist when the dataset is built.
 """
 
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -152,11 +153,11 @@ class SegDataset(paddle.io.Dataset):
         img_path, label_path = self.file_list[idx]
         img = read_image(img_path, self.img_channels)
         data = {"img": img, "trans_info": []}
-        if self.mode == "test" or label_path is None:
+        if label_path is None:
             data = self.transforms(data)
             return {"img": data["img"], "img_path": img_path, "trans_info": _plain(data["trans_info"])}
         label = self.load_label(label_path, img.shape[:2])
-        if self.mode == "val":
+        if self.mode != "train":
             data = self.transforms(data)
             return {
                 "img": data["img"],
@@ -276,3 +277,51 @@ class Dataset(SegDataset):
                 "with tools/data/create_file_list.py or fix the path."
             )
         self.file_list = read_file_list(resolved, dataset_root, separator, need_labels=self.mode != "test")
+
+
+def require_dir(path: str, dataset: str, pattern: str) -> str:
+    """Return ``path`` if it is a folder, else raise DatasetError naming it and the expected layout."""
+    if not os.path.isdir(path):
+        raise DatasetError(
+            f"{dataset}: folder {path!r} not found; expected the official layout {pattern}. "
+            "Check dataset_root (segkit never downloads datasets; fetch them from the official site)."
+        )
+    return path
+
+
+def list_files(folder: str, suffix: str, subfolders: bool = False) -> Dict[str, str]:
+    """Files in ``folder`` (or its immediate subfolders) ending with ``suffix``, keyed by stem.
+
+    The key is the path relative to ``folder`` with ``suffix`` removed (``aachen/aachen_000000_000019``
+    for a Cityscapes city folder), so images and labels are paired by name, never by position.
+    """
+    found: Dict[str, str] = {}
+    dirs = [""]
+    if subfolders:
+        dirs = sorted(e.name for e in os.scandir(folder) if e.is_dir())
+    for sub in dirs:
+        for entry in os.scandir(os.path.join(folder, sub)):
+            if entry.is_file() and entry.name.endswith(suffix):
+                key = os.path.join(sub, entry.name[: -len(suffix)]) if sub else entry.name[: -len(suffix)]
+                found[key] = entry.path
+    return found
+
+
+def pair_files(
+    images: Dict[str, str], labels: Dict[str, str], dataset: str, image_pattern: str, label_pattern: str
+) -> List[Tuple[str, str]]:
+    """Pair images and labels with the same key; any image without label or label without image is an error."""
+    if not images:
+        raise DatasetError(f"{dataset}: no images found matching {image_pattern}. Check dataset_root and mode.")
+    missing = sorted(set(images) - set(labels))
+    extra = sorted(set(labels) - set(images))
+    if missing or extra:
+        lines = []
+        if missing:
+            lines.append(f"{len(missing)} image(s) have no label {label_pattern}:")
+            lines += [f"  {images[k]}" for k in missing[:10]] + (["  ..."] if len(missing) > 10 else [])
+        if extra:
+            lines.append(f"{len(extra)} label(s) have no image {image_pattern}:")
+            lines += [f"  {labels[k]}" for k in extra[:10]] + (["  ..."] if len(extra) > 10 else [])
+        raise DatasetError(f"{dataset}: images and labels do not pair up.\n" + "\n".join(lines))
+    return [(images[k], labels[k]) for k in sorted(images)]
