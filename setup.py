@@ -10,7 +10,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def requirements():
     with open(os.path.join(HERE, "requirements.txt")) as f:
         lines = [line.split("#")[0].strip() for line in f]
-    return [line for line in lines if line]
+    # Paddle is left to the user: paddlepaddle (CPU) or paddlepaddle-gpu, which must not both be installed.
+    return [line for line in lines if line and not line.startswith("paddlepaddle")]
 
 
 setup(

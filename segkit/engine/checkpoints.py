@@ -67,3 +67,31 @@ def load_checkpoint(folder: str) -> Dict[str, Dict]:
     if os.path.isfile(ema):
         loaded["ema.pdparams"] = paddle.load(ema)
     return loaded
+
+
+def _rename_optimizer_keys(state: Dict, mapping: Dict[str, str]) -> Dict:
+    """Rename accumulator keys ``<param name>_<accumulator>`` by ``mapping`` (longest name first)."""
+    names = sorted(mapping, key=len, reverse=True)
+    renamed = {}
+    for key, value in state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            renamed[key] = {mapping.get(k, k): v for k, v in value.items()}
+            continue
+        prefix = next((n for n in names if key.startswith(n + "_")), None)
+        renamed[mapping[prefix] + key[len(prefix):] if prefix else key] = value
+    return renamed
+
+
+def portable_optimizer_state(model, optimizer_state: Dict) -> Dict:
+    """The optimizer state keyed by structured parameter names (``backbone.blocks.0.fc1.weight_moment1_0``).
+
+    Paddle keys accumulators by generated names (``linear_12.w_0``) that depend on how many layers
+    the process has built before, so a checkpoint keyed by them may not fit a model built in
+    another process.
+    """
+    return _rename_optimizer_keys(optimizer_state, {p.name: n for n, p in model.named_parameters()})
+
+
+def restore_optimizer_state(model, portable_state: Dict) -> Dict:
+    """Inverse of ``portable_optimizer_state`` for this process's model."""
+    return _rename_optimizer_keys(portable_state, {n: p.name for n, p in model.named_parameters()})

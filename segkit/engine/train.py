@@ -100,6 +100,7 @@ class Trainer:
         self.net = paddle.DataParallel(self.model) if self.world > 1 else self.model
         self.state = {"iter": 0, "best_miou": -1.0, "best_iter": -1, "skipped_steps": 0, "last_checkpoint": None}
         self.vdl = None
+        self.history = []  # (iteration, total loss) of every step run by this process
 
     # ---- one step -------------------------------------------------------------------------
     def autocast(self):
@@ -167,6 +168,7 @@ class Trainer:
             losses = self.step(paddle.to_tensor(images), paddle.to_tensor(labels), iteration)
             self.lr.step()
             self.state["iter"] = iteration
+            self.history.append((iteration, losses["loss"]))
             clock["batch"] += time.time() - tick
             clock["n"] += 1
             if iteration % self.opts.log_iters == 0 or iteration == iters:
@@ -246,7 +248,8 @@ class Trainer:
         if self.scaler:
             state["scaler"] = self.scaler.state_dict()
         extra = {"ema.pdparams": self.ema.state_dict()} if self.ema else None
-        checkpoints.save_checkpoint(folder, self.model.state_dict(), self.optimizer.state_dict(), state, extra)
+        optimizer_state = checkpoints.portable_optimizer_state(self.model, self.optimizer.state_dict())
+        checkpoints.save_checkpoint(folder, self.model.state_dict(), optimizer_state, state, extra)
 
     def resume(self) -> None:
         """Restore model, optimizer, schedule, counters, loss scaler and EMA from ``resume_model``."""
@@ -260,7 +263,7 @@ class Trainer:
         from segkit.checkpoint import load_weights
 
         load_weights(self.model, {k: np.asarray(v) for k, v in loaded["model.pdparams"].items()}, source=folder)
-        self.optimizer.set_state_dict(loaded["model.pdopt"])
+        self.optimizer.set_state_dict(checkpoints.restore_optimizer_state(self.model, loaded["model.pdopt"]))
         state = loaded["train_state.pdstates"]
         self.lr.set_state_dict(state.pop("lr_scheduler"))
         if self.scaler and "scaler" in state:
