@@ -1,1 +1,623 @@
-"""Placeholder: filled in by the model family's issue."""
+"""SegNeXt: the MSCAN encoder and the LightHamHead (Hamburger) decoder.
+
+Paper: Meng-Hao Guo, Cheng-Ze Lu, Qibin Hou, Zheng-Ning Liu, Ming-Ming Cheng, Shi-Min Hu,
+"SegNeXt: Rethinking Convolutional Attention Design for Semantic Segmentation", NeurIPS 2022
+(arXiv:2209.08575). The decoder's matrix decomposition comes from Zhengyang Geng et al.,
+"Is Attention Better Than Matrix Decomposition?", ICLR 2021 (arXiv:2109.04553).
+
+Upstream: Visual-Attention-Network/SegNeXt (mmseg 0.x, Apache-2.0) and its port in
+PaddlePaddle/PaddleSeg 2.8 (``paddleseg/models/segnext.py``, ``backbones/mscan.py``, Apache-2.0).
+This file is written anew; the numerics follow the upstream code so that PaddleSeg checkpoints give
+the same logits (see ``remap_checkpoint_keys`` for the key names).
+
+What differs from PaddleSeg 2.8:
+
+* Layers are kept in ``stages`` (a LayerList of stem/down-sampling, blocks and norm) and the blocks run
+  in NCHW throughout; PaddleSeg flattens to tokens and back in every block, which is the same math.
+* ``backbone_indices`` really selects the decoder inputs (PaddleSeg always takes outputs 1..3 and only
+  uses the indices for the channel counts).
+* ``decoder_cfg`` and its ``ham_kwargs`` are checked: unknown keys, and keys that PaddleSeg accepts
+  but ignores (``INV_T``, ``ETA``, ``MD_D``), raise ``ConfigError`` instead of being dropped.
+* The classifier and the decoder's 1x1 convolutions start as in the official code (normal, std
+  sqrt(2 / fan_out); classifier std 0.01) instead of Paddle's defaults.
+* ``segnext_b`` / ``segnext_l`` use the official decoder widths (512 / 1024, NMF rank 64); PaddleSeg's
+  YAML files use 256 / rank 16 for every size, which ``SegNeXt`` with their ``decoder_cfg`` still builds.
+
+As upstream, the NMF bases are drawn from Paddle's global RNG on every forward pass (``paddle.rand``,
+then L2-normalised), so eval output depends on the RNG state: seed (``paddle.seed``) before comparing
+runs. In eval these bases are the only random draws; the draw order in training (stochastic depth per
+block, NMF bases, decoder dropout) is also the same as PaddleSeg's, so equal seeds give equal outputs.
+Gradients flow through every NMF step, as in both upstream implementations.
+"""
+
+import math
+import re
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from segkit.errors import ConfigError
+from segkit.models.base import SegModel, load_pretrained, resize_to
+from segkit.registry import BACKBONES, MODELS, did_you_mean
+
+__all__ = ["MSCAN", "LightHamHead", "SegNeXt", "remap_checkpoint_keys"]
+
+
+# ----------------------------------------------------------------------------- initialisation
+
+
+def _init_conv_fan_out(conv: nn.Conv2D, std: Optional[float] = None) -> None:
+    """Normal(0, sqrt(2 / fan_out)) weights and zero bias, fan_out counted per group, as upstream."""
+    if std is None:
+        kh, kw = conv.weight.shape[2:]
+        fan_out = kh * kw * conv.weight.shape[0] // conv._groups
+        std = math.sqrt(2.0 / fan_out)
+    nn.initializer.Normal(mean=0.0, std=std)(conv.weight)
+    if conv.bias is not None:
+        nn.initializer.Constant(0.0)(conv.bias)
+
+
+def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability ``rate``.
+
+    The mask is one ``paddle.rand([N, 1, 1, 1])`` draw, as in PaddleSeg, so seeded training runs
+    draw the same random numbers.
+    """
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = paddle.floor(keep + paddle.rand([x.shape[0]] + [1] * (x.ndim - 1)).astype(x.dtype))
+    return x / keep * mask
+
+
+def _channel_layer_norm(norm: nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
+    """Apply a LayerNorm over the channels of an NCHW tensor."""
+    return norm(x.transpose([0, 2, 3, 1])).transpose([0, 3, 1, 2])
+
+
+# ----------------------------------------------------------------------------- MSCAN encoder
+
+
+def _depthwise(dim: int, kernel: Sequence[int]) -> nn.Conv2D:
+    """A depth-wise convolution with 'same' padding for an odd (kh, kw) kernel."""
+    return nn.Conv2D(dim, dim, tuple(kernel), padding=(kernel[0] // 2, kernel[1] // 2), groups=dim)
+
+
+class MultiScaleConvAttention(nn.Layer):
+    """The MSCA gate: depth-wise 5x5, plus strip-convolution pairs (1xk then kx1) on its output.
+
+    The 5x5 output and every strip branch are summed, mixed by a 1x1 convolution and multiplied
+    with the input (the attention weights).
+
+    Args:
+        dim: channels.
+        strip_sizes: the k of each strip branch (the paper's 7, 11 and 21).
+    """
+
+    def __init__(self, dim: int, strip_sizes: Sequence[int] = (7, 11, 21)):
+        super().__init__()
+        self.local = _depthwise(dim, (5, 5))
+        self.strips = nn.LayerList([nn.Sequential(_depthwise(dim, (1, k)), _depthwise(dim, (k, 1))) for k in strip_sizes])
+        self.mix = nn.Conv2D(dim, dim, 1)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        attn = self.local(x)
+        attn = attn + sum(strip(attn) for strip in self.strips)
+        return self.mix(attn) * x
+
+
+class ConvAttention(nn.Layer):
+    """1x1 projection, GELU, the MSCA gate, 1x1 projection, plus a shortcut around all of it.
+
+    Args:
+        dim: channels.
+        strip_sizes: strip-convolution lengths of the gate.
+    """
+
+    def __init__(self, dim: int, strip_sizes: Sequence[int]):
+        super().__init__()
+        self.proj_in = nn.Conv2D(dim, dim, 1)
+        self.msca = MultiScaleConvAttention(dim, strip_sizes)
+        self.proj_out = nn.Conv2D(dim, dim, 1)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.proj_out(self.msca(F.gelu(self.proj_in(x)))) + x
+
+
+class ConvMlp(nn.Layer):
+    """1x1 expansion, depth-wise 3x3, GELU, 1x1 projection (the MSCAN feed-forward network).
+
+    Args:
+        dim: input and output channels.
+        hidden: expanded channels.
+        dropout: dropout after the activation and after the projection.
+    """
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Conv2D(dim, hidden, 1)
+        self.dw = _depthwise(hidden, (3, 3))
+        self.fc2 = nn.Conv2D(hidden, dim, 1)
+        self.dropout = dropout
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = F.gelu(self.dw(self.fc1(x)))
+        x = F.dropout(x, self.dropout, training=self.training)
+        return F.dropout(self.fc2(x), self.dropout, training=self.training)
+
+
+class MSCABlock(nn.Layer):
+    """One MSCAN block: BN, convolutional attention, layer scale; BN, MLP, layer scale; both residual.
+
+    Args:
+        dim: channels.
+        mlp_ratio: hidden width of the MLP over ``dim``.
+        strip_sizes: strip-convolution lengths of the attention.
+        dropout: MLP dropout.
+        drop_path_rate: stochastic-depth rate of both residual branches.
+        layer_scale: initial value of the per-channel branch scales.
+    """
+
+    def __init__(self, dim: int, mlp_ratio: float, strip_sizes: Sequence[int], dropout: float = 0.0,
+                 drop_path_rate: float = 0.0, layer_scale: float = 1e-2):
+        super().__init__()
+        self.attn_norm = nn.BatchNorm2D(dim)
+        self.attn = ConvAttention(dim, strip_sizes)
+        self.mlp_norm = nn.BatchNorm2D(dim)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), dropout)
+        scale = nn.initializer.Constant(layer_scale)
+        self.attn_scale = self.create_parameter([dim, 1, 1], default_initializer=scale)
+        self.mlp_scale = self.create_parameter([dim, 1, 1], default_initializer=scale)
+        self.drop_path_rate = float(drop_path_rate)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = x + drop_path(self.attn_scale * self.attn(self.attn_norm(x)), self.drop_path_rate, self.training)
+        return x + drop_path(self.mlp_scale * self.mlp(self.mlp_norm(x)), self.drop_path_rate, self.training)
+
+
+def _stem(in_channels: int, dim: int) -> nn.Sequential:
+    """Two 3x3 stride-2 convolutions with BN (GELU between): stride 4, ``dim // 2`` then ``dim`` channels."""
+    return nn.Sequential(
+        nn.Conv2D(in_channels, dim // 2, 3, stride=2, padding=1),
+        nn.BatchNorm2D(dim // 2),
+        nn.GELU(),
+        nn.Conv2D(dim // 2, dim, 3, stride=2, padding=1),
+        nn.BatchNorm2D(dim),
+    )
+
+
+class Downsample(nn.Layer):
+    """3x3 stride-2 convolution and BN between stages.
+
+    Args:
+        in_channels: channels of the previous stage.
+        out_channels: channels of the next stage.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.proj = nn.Conv2D(in_channels, out_channels, 3, stride=2, padding=1)
+        self.norm = nn.BatchNorm2D(out_channels)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return self.norm(self.proj(x))
+
+
+class MSCANStage(nn.Layer):
+    """Down-sampling (the stem for the first stage), MSCA blocks, then a LayerNorm over channels.
+
+    Args:
+        embed: the down-sampling layer in front of the blocks.
+        blocks: the stage's blocks, applied in order.
+        dim: channels of the stage.
+    """
+
+    def __init__(self, embed: nn.Layer, blocks: List[MSCABlock], dim: int):
+        super().__init__()
+        self.embed = embed
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return _channel_layer_norm(self.norm, self.blocks(self.embed(x)))
+
+
+@BACKBONES.register
+class MSCAN(nn.Layer):
+    """Multi-scale convolutional attention network: four stages at strides 4, 8, 16, 32.
+
+    Args:
+        in_channels: image channels.
+        embed_dims: channels of each stage.
+        depths: blocks per stage.
+        mlp_ratios: MLP expansion per stage.
+        atten_kernel_sizes: strip-convolution lengths of the attention (PaddleSeg's name).
+        drop_rate: MLP dropout.
+        drop_path_rate: stochastic-depth rate of the last block (rising linearly from 0).
+        pretrained: weights for the backbone alone (path, URL or zip; PaddleSeg or segkit keys).
+    """
+
+    def __init__(self, in_channels: int = 3, embed_dims: Sequence[int] = (32, 64, 160, 256),
+                 depths: Sequence[int] = (3, 3, 5, 2), mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+                 atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.1, pretrained: Optional[str] = None):
+        super().__init__()
+        if not len(embed_dims) == len(depths) == len(mlp_ratios):
+            raise ConfigError(
+                f"MSCAN: embed_dims {list(embed_dims)}, depths {list(depths)} and mlp_ratios "
+                f"{list(mlp_ratios)} must have one entry per stage (the same length)."
+            )
+        if any(k % 2 == 0 for k in atten_kernel_sizes):
+            raise ConfigError(f"MSCAN: atten_kernel_sizes must be odd, got {list(atten_kernel_sizes)}.")
+        rates = np.linspace(0, drop_path_rate, sum(depths)).tolist()
+        stages, start = [], 0
+        for i, (dim, depth, ratio) in enumerate(zip(embed_dims, depths, mlp_ratios)):
+            embed = _stem(in_channels, dim) if i == 0 else Downsample(embed_dims[i - 1], dim)
+            blocks = [MSCABlock(dim, ratio, atten_kernel_sizes, drop_rate, rates[start + j]) for j in range(depth)]
+            stages.append(MSCANStage(embed, blocks, dim))
+            start += depth
+        self.stages = nn.LayerList(stages)
+        self.out_channels: List[int] = list(embed_dims)
+        self.out_strides: List[int] = [4 * 2**i for i in range(len(embed_dims))]
+        for layer in self.sublayers():
+            if isinstance(layer, nn.Conv2D):
+                _init_conv_fan_out(layer)
+        # ImageNet checkpoints carry a classification head, which a backbone does not have.
+        load_pretrained(self, pretrained, allow_unexpected=("head",))
+
+    @staticmethod
+    def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """PaddleSeg MSCAN keys -> segkit keys (see the module-level ``remap_checkpoint_keys``)."""
+        return remap_checkpoint_keys(state)
+
+    def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return outs
+
+
+def _mscan_size(embed_dims, depths, default_drop_path):
+    def make(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
+             drop_path_rate: float = default_drop_path, pretrained: Optional[str] = None) -> MSCAN:
+        return MSCAN(in_channels, embed_dims, depths, mlp_ratios, atten_kernel_sizes, drop_rate, drop_path_rate, pretrained)
+
+    return make
+
+
+def _register_mscan(name: str, embed_dims, depths, default_drop_path: float) -> None:
+    make = _mscan_size(embed_dims, depths, default_drop_path)
+    make.__name__ = make.__qualname__ = name
+    make.__doc__ = (
+        f"MSCAN with channels {list(embed_dims)}, depths {list(depths)} and drop path "
+        f"{default_drop_path}; the arguments are MSCAN's."
+    )
+    BACKBONES.register(make, name=name)
+
+
+_register_mscan("MSCAN_T", (32, 64, 160, 256), (3, 3, 5, 2), 0.1)
+_register_mscan("MSCAN_S", (64, 128, 320, 512), (2, 2, 4, 2), 0.1)
+_register_mscan("MSCAN_B", (64, 128, 320, 512), (3, 3, 12, 3), 0.1)
+_register_mscan("MSCAN_L", (64, 128, 320, 512), (3, 5, 27, 3), 0.3)
+
+
+# ----------------------------------------------------------------------------- Hamburger decoder
+
+
+class NMF(nn.Layer):
+    """Non-negative matrix factorisation of a feature map by multiplicative updates.
+
+    The map (N, C, H, W) is viewed as ``groups`` matrices X of D x HW (D = C / groups, or HW x D when
+    ``spatial`` is False) and factorised X ~ B C^T with rank-``rank`` bases B, which start as a fresh
+    ``paddle.rand`` draw normalised over D on every call. C starts as softmax(X^T B), then B and C take
+    ``train_steps`` (training) or ``eval_steps`` (eval) multiplicative updates, C one more; the output
+    is the low-rank reconstruction B C^T.
+
+    Args:
+        rank: number of bases R.
+        groups: number of independent factorisations S along the channels.
+        spatial: factorise channels x positions (True) or positions x channels.
+        train_steps: updates in training.
+        eval_steps: updates in eval.
+    """
+
+    eps = 1e-6
+
+    def __init__(self, rank: int = 64, groups: int = 1, spatial: bool = True, train_steps: int = 6, eval_steps: int = 7):
+        super().__init__()
+        self.rank = rank
+        self.groups = groups
+        self.spatial = spatial
+        self.train_steps = train_steps
+        self.eval_steps = eval_steps
+
+    def _update_coef(self, x, bases, coef):
+        numerator = paddle.bmm(x.transpose([0, 2, 1]), bases)
+        denominator = coef.bmm(bases.transpose([0, 2, 1]).bmm(bases))
+        return coef * numerator / (denominator + self.eps)
+
+    def _update_bases(self, x, bases, coef):
+        numerator = paddle.bmm(x, coef)
+        denominator = bases.bmm(coef.transpose([0, 2, 1]).bmm(coef))
+        return bases * numerator / (denominator + self.eps)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        n, c, h, w = x.shape
+        if self.spatial:
+            d = c // self.groups
+            x = x.reshape([n * self.groups, d, h * w])
+        else:
+            d = h * w
+            x = x.reshape([n * self.groups, c // self.groups, d]).transpose([0, 2, 1])
+        bases = F.normalize(paddle.rand([n * self.groups, d, self.rank]), axis=1)
+        coef = F.softmax(paddle.bmm(x.transpose([0, 2, 1]), bases), axis=-1)
+        for _ in range(self.train_steps if self.training else self.eval_steps):
+            coef = self._update_coef(x, bases, coef)
+            bases = self._update_bases(x, bases, coef)
+        coef = self._update_coef(x, bases, coef)
+        x = paddle.bmm(bases, coef.transpose([0, 2, 1]))
+        if not self.spatial:
+            x = x.transpose([0, 2, 1])
+        return x.reshape([n, c, h, w])
+
+
+def _conv_gn(in_channels: int, out_channels: int, groups: int, relu: bool) -> nn.Sequential:
+    """1x1 convolution without bias, GroupNorm, and optionally ReLU."""
+    layers = [nn.Conv2D(in_channels, out_channels, 1, bias_attr=False), nn.GroupNorm(groups, out_channels)]
+    return nn.Sequential(*layers, nn.ReLU()) if relu else nn.Sequential(*layers)
+
+
+class Hamburger(nn.Layer):
+    """1x1 convolution and ReLU, NMF, 1x1 convolution and GroupNorm, added to the input, ReLU.
+
+    Args:
+        channels: input and output channels.
+        num_groups: GroupNorm groups.
+        nmf: the matrix decomposition.
+    """
+
+    def __init__(self, channels: int, num_groups: int, nmf: NMF):
+        super().__init__()
+        self.proj_in = nn.Conv2D(channels, channels, 1)
+        self.nmf = nmf
+        self.proj_out = _conv_gn(channels, channels, num_groups, relu=False)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return F.relu(x + self.proj_out(self.nmf(F.relu(self.proj_in(x)))))
+
+
+# Keys of PaddleSeg's ``ham_kwargs`` that change nothing in its NMF: INV_T is fixed to 1, D is
+# ham_channels / MD_S, ETA only matters for fixed bases.
+_IGNORED_HAM_KEYS = {"INV_T": "is fixed to 1 for NMF", "ETA": "is used only with fixed bases",
+                     "MD_D": "is always ham_channels / MD_S"}
+_HAM_KEYS = {"MD_R": "rank", "MD_S": "groups", "SPATIAL": "spatial", "TRAIN_STEPS": "train_steps",
+             "EVAL_STEPS": "eval_steps"}
+
+
+def nmf_from_ham_kwargs(ham_kwargs: Optional[Dict], ham_channels: int) -> NMF:
+    """Build the NMF from PaddleSeg's ``ham_kwargs`` dict (MD_R, MD_S, SPATIAL, TRAIN_STEPS, EVAL_STEPS).
+
+    Raises:
+        ConfigError: for an unknown key, a key PaddleSeg ignores, fixed bases (RAND_INIT False), or
+            ``ham_channels`` not divisible by MD_S.
+    """
+    ham_kwargs = dict(ham_kwargs or {})
+    if ham_kwargs.pop("RAND_INIT", True) is not True:
+        raise ConfigError("decoder_cfg.ham_kwargs.RAND_INIT: only random NMF bases (True) are supported.",
+                          key="decoder_cfg.ham_kwargs.RAND_INIT")
+    for key in ham_kwargs:
+        if key in _IGNORED_HAM_KEYS:
+            raise ConfigError(f"decoder_cfg.ham_kwargs.{key} {_IGNORED_HAM_KEYS[key]} (upstream ignores it too); remove it.",
+                              key=f"decoder_cfg.ham_kwargs.{key}")
+        if key not in _HAM_KEYS:
+            raise ConfigError(
+                f"decoder_cfg.ham_kwargs.{key}: unknown key. Valid keys: {', '.join(_HAM_KEYS)}, RAND_INIT.",
+                key=f"decoder_cfg.ham_kwargs.{key}",
+            )
+    args = {_HAM_KEYS[k]: v for k, v in ham_kwargs.items()}
+    if ham_channels % args.get("groups", 1):
+        raise ConfigError(f"decoder_cfg: ham_channels {ham_channels} is not divisible by ham_kwargs.MD_S {args['groups']}.",
+                          key="decoder_cfg.ham_kwargs.MD_S")
+    return NMF(**args)
+
+
+class LightHamHead(nn.Layer):
+    """The SegNeXt decoder: resize to the first input's size, concatenate, squeeze, Hamburger, align, classify.
+
+    Args:
+        in_channels: channels of the inputs (backbone stages 2-4 in SegNeXt).
+        num_classes: classes predicted.
+        channels: width after the align convolution.
+        dropout_rate: channel dropout before the classifier.
+        align_corners: for resizing the inputs.
+        ham_channels: width of the squeeze convolution and the Hamburger.
+        num_groups: GroupNorm groups.
+        ham_kwargs: NMF settings in PaddleSeg's spelling, e.g. ``{MD_R: 16}`` (rank; default 64).
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 256, dropout_rate: float = 0.1,
+                 align_corners: bool = False, ham_channels: int = 512, num_groups: int = 32,
+                 ham_kwargs: Optional[Dict] = None):
+        super().__init__()
+        for name, width in (("channels", channels), ("ham_channels", ham_channels)):
+            if width % num_groups:
+                raise ConfigError(f"decoder_cfg.{name} {width} is not divisible by num_groups {num_groups}.",
+                                  key=f"decoder_cfg.{name}")
+        self.align_corners = align_corners
+        self.squeeze = _conv_gn(sum(in_channels), ham_channels, num_groups, relu=True)
+        self.ham = Hamburger(ham_channels, num_groups, nmf_from_ham_kwargs(ham_kwargs, ham_channels))
+        self.align = _conv_gn(ham_channels, channels, num_groups, relu=True)
+        self.dropout = nn.Dropout2D(dropout_rate) if dropout_rate > 0 else nn.Identity()
+        self.classifier = nn.Conv2D(channels, num_classes, 1)
+        for layer in self.sublayers():
+            if isinstance(layer, nn.Conv2D):
+                _init_conv_fan_out(layer, std=0.01 if layer is self.classifier else None)
+
+    def forward(self, feats: List[paddle.Tensor]) -> paddle.Tensor:
+        size = feats[0].shape[2:]
+        feats = [f if f.shape[2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners)
+                 for f in feats]
+        x = self.ham(self.squeeze(paddle.concat(feats, axis=1)))
+        return self.classifier(self.dropout(self.align(x)))
+
+
+_DECODER_KEYS = ("channels", "dropout_rate", "align_corners", "ham_channels", "num_groups", "ham_kwargs")
+
+
+@MODELS.register
+class SegNeXt(SegModel):
+    """SegNeXt: an MSCAN backbone and the LightHamHead, logits resized to the input.
+
+    Args:
+        backbone: the encoder (an MSCAN or anything declaring ``out_channels``).
+        num_classes: classes predicted.
+        decoder_cfg: LightHamHead settings: channels, ham_channels, ham_kwargs, dropout_rate,
+            align_corners, num_groups (PaddleSeg's keys).
+        backbone_indices: which backbone outputs feed the decoder; the first sets its resolution.
+        pretrained: weights for the whole model (path, URL or zip; PaddleSeg or segkit keys); a
+            classifier of another shape is left at its initial values.
+    """
+
+    num_outputs = 1
+
+    def __init__(self, backbone: nn.Layer, num_classes: int, decoder_cfg: Optional[Dict] = None,
+                 backbone_indices: Sequence[int] = (1, 2, 3), pretrained: Optional[str] = None):
+        super().__init__()
+        decoder_cfg = dict(decoder_cfg or {})
+        for key in decoder_cfg:
+            if key not in _DECODER_KEYS:
+                raise ConfigError(
+                    f"model.decoder_cfg.{key}: unknown key for LightHamHead.{did_you_mean(key, _DECODER_KEYS)} "
+                    f"Valid keys: {', '.join(_DECODER_KEYS)}.",
+                    key=f"model.decoder_cfg.{key}",
+                )
+        n_out = len(backbone.out_channels)
+        bad = [i for i in backbone_indices if not -n_out <= i < n_out]
+        if bad or not backbone_indices:
+            raise ConfigError(f"model.backbone_indices {list(backbone_indices)}: the backbone has {n_out} outputs "
+                              f"(indices 0..{n_out - 1}).", key="model.backbone_indices")
+        self.num_classes = num_classes
+        self.backbone = backbone
+        self.backbone_indices = list(backbone_indices)
+        self.head = LightHamHead([backbone.out_channels[i] for i in self.backbone_indices], num_classes, **decoder_cfg)
+        load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
+
+    @staticmethod
+    def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """PaddleSeg SegNeXt keys -> segkit keys (see the module-level ``remap_checkpoint_keys``)."""
+        return remap_checkpoint_keys(state)
+
+    def forward(self, x: paddle.Tensor):
+        feats = self.backbone(x)
+        logits = self.head([feats[i] for i in self.backbone_indices])
+        if self.head.align_corners:
+            logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
+        else:
+            logits = resize_to(logits, x.shape[2:])
+        return self.outputs([logits])
+
+
+# ----------------------------------------------------------------------------- checkpoint keys
+
+_BLOCK_PARTS = [
+    # PaddleSeg name inside ``block{k}.{j}.``  ->  segkit name inside ``stages.{k-1}.blocks.{j}.``
+    ("norm1.", "attn_norm."),
+    ("norm2.", "mlp_norm."),
+    ("layer_scale_1", "attn_scale"),
+    ("layer_scale_2", "mlp_scale"),
+    ("attn.proj_1.", "attn.proj_in."),
+    ("attn.proj_2.", "attn.proj_out."),
+    ("attn.spatial_gating_unit.conv0.", "attn.msca.local."),
+    ("attn.spatial_gating_unit.conv_out.", "attn.msca.mix."),
+    ("mlp.dwconv.", "mlp.dw."),
+]
+_STRIP = re.compile(r"attn\.spatial_gating_unit\.dwconvs\.(\d+)\.conv\d+_([12])\.")
+_HEAD_PARTS = [
+    ("decode_head.squeeze._conv.", "head.squeeze.0."),
+    ("decode_head.squeeze._group_norm.", "head.squeeze.1."),
+    ("decode_head.hamburger.ham_in.", "head.ham.proj_in."),
+    ("decode_head.hamburger.ham_out._conv.", "head.ham.proj_out.0."),
+    ("decode_head.hamburger.ham_out._group_norm.", "head.ham.proj_out.1."),
+    ("decode_head.align._conv.", "head.align.0."),
+    ("decode_head.align._group_norm.", "head.align.1."),
+    ("decode_head.conv_seg.", "head.classifier."),
+]
+_BACKBONE_KEY = re.compile(r"^(backbone\.)?(patch_embed|block|norm)(\d+)\.(.*)$")
+
+
+def _remap_backbone_part(kind: str, stage: int, rest: str) -> str:
+    if kind == "norm":
+        return f"stages.{stage}.norm.{rest}"
+    if kind == "patch_embed":
+        # The stem is ``patch_embed1.proj`` (a Sequential); later stages have ``proj`` and ``norm``.
+        return f"stages.0.embed.{rest[len('proj.'):]}" if stage == 0 else f"stages.{stage}.embed.{rest}"
+    block, _, part = rest.partition(".")
+    strip = _STRIP.match(part)
+    if strip:
+        part = f"attn.msca.strips.{strip.group(1)}.{int(strip.group(2)) - 1}." + part[strip.end():]
+    for old, new in _BLOCK_PARTS:
+        if part.startswith(old):
+            part = new + part[len(old):]
+            break
+    return f"stages.{stage}.blocks.{block}.{part}"
+
+
+def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Rename PaddleSeg SegNeXt / MSCAN checkpoint keys to segkit's; segkit keys pass unchanged.
+
+    ``backbone.block{k}.{j}.attn.proj_1.weight`` becomes ``backbone.stages.{k-1}.blocks.{j}.attn.proj_in.weight``,
+    ``decode_head.conv_seg.weight`` becomes ``head.classifier.weight``, and so on; keys with or without
+    the ``backbone.`` prefix are handled, so the same function serves whole models and backbones.
+    Values are not touched. Pure: returns a new dict.
+    """
+    out = {}
+    for key, value in state.items():
+        new = key
+        match = _BACKBONE_KEY.match(key)
+        if match:
+            prefix, kind, number, rest = match.groups()
+            new = (prefix or "") + _remap_backbone_part(kind, int(number) - 1, rest)
+        else:
+            for old, replacement in _HEAD_PARTS:
+                if key.startswith(old):
+                    new = replacement + key[len(old):]
+                    break
+        out[new] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+def _segnext(backbone: nn.Layer, num_classes: int, width: int, rank: int, pretrained: Optional[str]) -> SegNeXt:
+    decoder_cfg = {"channels": width, "ham_channels": width, "ham_kwargs": {"MD_R": rank}}
+    return SegNeXt(backbone, num_classes, decoder_cfg, pretrained=pretrained)
+
+
+@MODELS.register
+def segnext_t(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+    """SegNeXt-T: MSCAN-T, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
+    return _segnext(BACKBONES.get("MSCAN_T")(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
+
+
+@MODELS.register
+def segnext_s(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+    """SegNeXt-S: MSCAN-S, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
+    return _segnext(BACKBONES.get("MSCAN_S")(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
+
+
+@MODELS.register
+def segnext_b(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+    """SegNeXt-B: MSCAN-B, official decoder 512 / 512, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
+    return _segnext(BACKBONES.get("MSCAN_B")(pretrained=backbone_pretrained), num_classes, 512, 64, pretrained)
+
+
+@MODELS.register
+def segnext_l(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+    """SegNeXt-L: MSCAN-L, official decoder 1024 / 1024, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
+    return _segnext(BACKBONES.get("MSCAN_L")(pretrained=backbone_pretrained), num_classes, 1024, 64, pretrained)

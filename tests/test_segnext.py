@@ -1,0 +1,236 @@
+"""SegNeXt: parity with paddleseg 2.8 (the oracle), checkpoint keys, parameter counts, NMF randomness."""
+
+import numpy as np
+import paddle
+import pytest
+
+import segkit.models  # noqa: F401  (registers the models)
+from segkit.checkpoint import load_weights, read_state_dict
+from segkit.errors import ConfigError
+from segkit.models.segnext import SegNeXt, remap_checkpoint_keys
+from segkit.registry import BACKBONES, MODELS, build
+
+ps_segnext = pytest.importorskip("paddleseg.models.segnext")
+ps_mscan = pytest.importorskip("paddleseg.models.backbones.mscan")
+
+PADDLESEG_HEAD = {"channels": 256, "ham_channels": 256, "ham_kwargs": {"MD_R": 16}}
+OFFICIAL_B_HEAD = {"channels": 512, "ham_channels": 512, "ham_kwargs": {"MD_R": 64}}
+
+
+def randomise(model: paddle.nn.Layer, seed: int) -> None:
+    """Give norms, running statistics and layer scales values far from their defaults (numpy RNG only)."""
+    rng = np.random.default_rng(seed)
+    for name, tensor in model.state_dict().items():
+        shape = tensor.shape
+        if name.endswith("_variance"):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith("_mean"):
+            value = rng.normal(0, 0.2, shape)
+        elif "layer_scale" in name:
+            value = rng.uniform(0.005, 0.03, shape)  # larger scales compound to overflow over 12+ blocks
+        elif len(shape) == 1 and name.endswith("weight"):  # BN / GN / LN scale
+            value = rng.uniform(0.5, 1.5, shape)
+        elif name.endswith("bias"):
+            value = rng.normal(0, 0.1, shape)
+        else:
+            continue
+        tensor.set_value(value.astype("float32"))
+
+
+def oracle(size: str, head: dict, num_classes: int = 19, seed: int = 0) -> paddle.nn.Layer:
+    paddle.seed(seed)
+    backbone = getattr(ps_mscan, f"MSCAN_{size}")()
+    model = ps_segnext.SegNeXt(backbone, dict(head, ham_kwargs=dict(head["ham_kwargs"])), num_classes)
+    randomise(model, seed)
+    return model
+
+
+def segkit_copy(reference: paddle.nn.Layer, size: str, head: dict, num_classes: int = 19) -> SegNeXt:
+    model = SegNeXt(BACKBONES.get(f"MSCAN_{size}")(), num_classes, head)
+    state = {k: v.numpy() for k, v in reference.state_dict().items()}
+    load_weights(model, state, source="paddleseg oracle")
+    return model
+
+
+def run(model: paddle.nn.Layer, x: np.ndarray, seed: int) -> np.ndarray:
+    paddle.seed(seed)
+    out = model(paddle.to_tensor(x))
+    return (out[0] if isinstance(out, list) else out).numpy()
+
+
+@pytest.fixture(scope="module")
+def tiny_pair():
+    reference = oracle("T", PADDLESEG_HEAD)
+    return reference, segkit_copy(reference, "T", PADDLESEG_HEAD)
+
+
+@pytest.fixture(scope="module")
+def base_official_pair():
+    reference = oracle("B", OFFICIAL_B_HEAD, num_classes=7, seed=1)
+    return reference, segkit_copy(reference, "B", OFFICIAL_B_HEAD, num_classes=7)
+
+
+def _assert_eval_parity(pair, shape, seed):
+    reference, ours = pair
+    reference.eval()
+    ours.eval()
+    x = np.random.default_rng(seed).normal(size=shape).astype("float32")
+    expected, got = run(reference, x, seed), run(ours, x, seed)
+    assert np.isfinite(expected).all() and expected.std() > 0.1, "the oracle output is degenerate; fix randomise()"
+    assert got.shape == expected.shape == (shape[0], reference.decode_head.conv_seg._out_channels) + shape[2:]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    return got
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 72, 88), (2, 3, 64, 64), (1, 3, 72, 88)])
+def test_eval_parity_paddleseg_head(tiny_pair, shape):
+    _assert_eval_parity(tiny_pair, shape, seed=11)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 96), (2, 3, 56, 72)])
+def test_eval_parity_official_base_head(base_official_pair, shape):
+    _assert_eval_parity(base_official_pair, shape, seed=5)
+
+
+def test_eval_parity_small_paddleseg_head():
+    reference = oracle("S", PADDLESEG_HEAD, num_classes=5, seed=3)
+    ours = segkit_copy(reference, "S", PADDLESEG_HEAD, num_classes=5)
+    _assert_eval_parity((reference, ours), (2, 3, 40, 56), seed=2)
+
+
+def test_eval_parity_large_official_head():
+    head = {"channels": 1024, "ham_channels": 1024, "ham_kwargs": {"MD_R": 64}}
+    reference = oracle("L", head, num_classes=3, seed=4)
+    ours = segkit_copy(reference, "L", head, num_classes=3)
+    _assert_eval_parity((reference, ours), (1, 3, 64, 80), seed=9)
+
+
+def test_training_forward_and_gradients_match(tiny_pair):
+    """Train mode draws stochastic depth, NMF bases and dropout in PaddleSeg's order; gradients agree too."""
+    reference, ours = tiny_pair
+    reference.train()
+    ours.train()
+    x = np.random.default_rng(4).normal(size=(2, 3, 64, 64)).astype("float32")
+    weight = paddle.to_tensor(np.random.default_rng(5).normal(size=(2, 19, 64, 64)).astype("float32"))
+    outs = []
+    for model in (reference, ours):
+        paddle.seed(21)
+        out = model(paddle.to_tensor(x))
+        assert isinstance(out, list) and len(out) == 1
+        (out[0] * weight).mean().backward()
+        outs.append(out[0].numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=0, atol=1e-4)
+    theirs = remap_checkpoint_keys({k: p.grad.numpy() for k, p in reference.named_parameters() if p.grad is not None})
+    mine = {k: p.grad.numpy() for k, p in ours.named_parameters() if not p.stop_gradient}
+    assert set(theirs) == set(mine)
+    for key in ("backbone.stages.0.embed.0.weight", "backbone.stages.2.blocks.4.attn.msca.strips.2.1.weight",
+                "head.ham.proj_in.weight", "head.squeeze.1.weight", "head.classifier.bias"):
+        scale = np.abs(theirs[key]).max()
+        np.testing.assert_allclose(mine[key], theirs[key], rtol=0, atol=1e-4 * max(scale, 1.0))
+    for model in (reference, ours):
+        model.clear_gradients()
+        model.eval()
+
+
+def test_eval_output_is_seeded(tiny_pair):
+    _, ours = tiny_pair
+    ours.eval()
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype("float32")
+    first, again, other = run(ours, x, 7), run(ours, x, 7), run(ours, x, 8)
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-4, "NMF bases should be random: another seed must change the output"
+
+
+def test_nmf_steps_train_6_eval_7(tiny_pair, monkeypatch):
+    _, ours = tiny_pair
+    nmf = ours.head.ham.nmf
+    calls = []
+    original = type(nmf)._update_bases
+    monkeypatch.setattr(type(nmf), "_update_bases", lambda self, *a: calls.append(1) or original(self, *a))
+    x = paddle.rand([1, nmf.rank * 2, 4, 4])
+    for training, steps in ((True, 6), (False, 7)):
+        calls.clear()
+        nmf.train() if training else nmf.eval()
+        nmf(x)
+        assert len(calls) == steps
+    ours.eval()
+
+
+def test_paddleseg_checkpoint_file_loads_as_pretrained(tiny_pair, tmp_path):
+    reference, _ = tiny_pair
+    reference.eval()
+    path = str(tmp_path / "model.pdparams")
+    paddle.save(reference.state_dict(), path)
+    ours = build({"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, "num_classes": 19, "pretrained": path,
+                  "decoder_cfg": dict(PADDLESEG_HEAD, dropout_rate=0.1, align_corners=False)}, MODELS, "model")
+    ours.eval()
+    x = np.random.default_rng(1).normal(size=(1, 3, 48, 80)).astype("float32")
+    np.testing.assert_allclose(run(ours, x, 3), run(reference, x, 3), rtol=0, atol=1e-4)
+    # The same file, loaded for another number of classes: everything but the classifier.
+    other = build({"type": "segnext_t", "num_classes": 4, "pretrained": path}, MODELS, "model")
+    np.testing.assert_array_equal(other.head.squeeze[0].weight.numpy(), ours.head.squeeze[0].weight.numpy())
+
+
+def test_backbone_pretrained_accepts_paddleseg_keys_and_classifier_head(tiny_pair, tmp_path):
+    reference, _ = tiny_pair
+    reference.eval()
+    state = {k: v.numpy() for k, v in reference.backbone.state_dict().items()}
+    state["head.weight"] = np.zeros((256, 1000), "float32")  # ImageNet checkpoints carry a classifier
+    path = str(tmp_path / "mscan_t.pdparams")
+    paddle.save(state, path)
+    backbone = BACKBONES.get("MSCAN_T")(pretrained=path)
+    backbone.eval()
+    x = paddle.to_tensor(np.random.default_rng(2).normal(size=(1, 3, 64, 64)).astype("float32"))
+    for mine, theirs in zip(backbone(x), reference.backbone(x)):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=0, atol=1e-5)
+
+
+def test_remap_maps_every_paddleseg_key_and_is_idempotent(base_official_pair):
+    reference, ours = base_official_pair
+    theirs = {k: v.numpy() for k, v in reference.state_dict().items()}
+    mapped = remap_checkpoint_keys(theirs)
+    assert set(mapped) == set(ours.state_dict())
+    assert remap_checkpoint_keys(mapped).keys() == mapped.keys()
+    assert "backbone.stages.2.blocks.11.attn.msca.strips.1.0.weight" in mapped
+    assert mapped["head.classifier.weight"] is theirs["decode_head.conv_seg.weight"]
+    backbone_only = remap_checkpoint_keys({"block3.11.norm2._mean": 0, "patch_embed1.proj.4.weight": 1, "norm4.bias": 2})
+    assert backbone_only == {"stages.2.blocks.11.mlp_norm._mean": 0, "stages.0.embed.4.weight": 1, "stages.3.norm.bias": 2}
+
+
+@pytest.mark.parametrize("name, classes, expected", [
+    ("segnext_t", 150, 4_263_414), ("segnext_t", 19, 4_229_747),
+    ("segnext_s", 150, 13_932_886), ("segnext_b", 150, 27_636_310),
+    ("segnext_b", 19, 27_569_107), ("segnext_l", 150, 48_926_550),
+])
+def test_trainable_parameter_counts_official_heads(name, classes, expected):
+    model = MODELS.get(name)(num_classes=classes)
+    assert sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient) == expected
+
+
+@pytest.mark.parametrize("size, expected", [("B", 26_760_534), ("L", 45_119_574)])
+def test_trainable_parameter_counts_paddleseg_yml_heads(size, expected):
+    model = SegNeXt(BACKBONES.get(f"MSCAN_{size}")(), 150, PADDLESEG_HEAD)
+    assert sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient) == expected
+
+
+def test_optimizer_groups_match_paddleseg_names(tiny_pair):
+    """The recipe's custom_cfg (head lr x10, no decay on norms) selects the same parameters as in PaddleSeg."""
+    reference, ours = tiny_pair
+
+    def groups(model):
+        sizes = [0, 0, 0]
+        for name, p in model.named_parameters():
+            index = 0 if "head" in name else 1 if "norm" in name else 2
+            sizes[index] += int(np.prod(p.shape))
+        return sizes
+
+    assert groups(ours) == groups(reference)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match="decoder_cfg.chanels.*channels"):
+        SegNeXt(BACKBONES.get("MSCAN_T")(), 19, {"chanels": 256})
+    with pytest.raises(ConfigError, match="INV_T"):
+        SegNeXt(BACKBONES.get("MSCAN_T")(), 19, {"ham_kwargs": {"INV_T": 100}})
+    with pytest.raises(ConfigError, match="backbone_indices"):
+        SegNeXt(BACKBONES.get("MSCAN_T")(), 19, PADDLESEG_HEAD, backbone_indices=(1, 2, 4))
