@@ -46,10 +46,11 @@ def suggest_fix(values: Sequence[int], num_classes: int, ignore_index: int) -> s
             "Only 0 and 255 occur: if these are binary masks, 255 is being ignored; convert 255 to 1 "
             "and set num_classes: 2."
         )
-    if valid and valid[0] >= 1 and valid[-1] == num_classes:
+    if valid and valid[-1] == num_classes:
         return (
-            f"Classes seem numbered 1..{num_classes}: shift them down with reduce-zero-label "
-            f"(0 -> {ignore_index}, k -> k-1), or raise num_classes to {num_classes + 1}."
+            f"The largest id is {num_classes}: if classes are numbered 1..{num_classes} and 0 marks "
+            f"unlabelled pixels, apply reduce-zero-label (0 -> {ignore_index}, k -> k-1, as ADE20K does); "
+            f"otherwise raise num_classes to {num_classes + 1}."
         )
     top = max(valid) if valid else num_classes - 1
     return (
@@ -160,57 +161,107 @@ def _image_size(path: str) -> Tuple[int, int]:
         return im.size[1], im.size[0]
 
 
-def scan_pair(report: ScanReport, img_path: str, label: np.ndarray, label_path: str, label_mode: str) -> None:
-    """Add one (already mapped) label's findings to ``report``."""
-    report.num_samples += 1
-    if label_mode == "P":
-        report.palette_labels.append(label_path)
-    if os.path.splitext(label_path)[1].lower() in (".jpg", ".jpeg"):
-        report.jpeg_labels.append(label_path)
-    if label.ndim != 2:
-        report.not_single_channel[label_path] = tuple(label.shape)
-        return
+@dataclass
+class FileFindings:
+    """What one label file holds: the raw material ``ScanReport.add`` merges."""
+
+    img_path: str
+    label_path: str
+    mode: str = ""
+    shape: Tuple[int, ...] = ()
+    image_size: Optional[Tuple[int, int]] = None
+    values: Optional[np.ndarray] = None
+    counts: Optional[np.ndarray] = None
+    error: str = ""
+    error_path: str = ""
+
+
+def inspect_pair(img_path: str, label_path: str, map_label=None) -> FileFindings:
+    """Read one label (and its image header) and summarise it; never raises for bad files."""
+    found = FileFindings(img_path, label_path)
     try:
-        img_size = _image_size(img_path)
+        with Image.open(label_path) as im:
+            found.mode = im.mode
+            label = np.asarray(im)
     except OSError as err:
-        report.unreadable[img_path] = str(err)
-        img_size = None
-    if img_size is not None and tuple(label.shape) != img_size:
-        report.size_mismatch[label_path] = (tuple(label.shape), img_size)
-    values, counts = label_histogram(label)
+        found.error, found.error_path = str(err), label_path
+        return found
+    if label.ndim == 2 and map_label is not None:
+        label = map_label(label)
+    found.shape = tuple(label.shape)
+    try:
+        found.image_size = _image_size(img_path)
+    except OSError as err:
+        found.error, found.error_path = str(err), img_path
+    if label.ndim == 2:
+        found.values, found.counts = label_histogram(label)
+    return found
+
+
+def _add(report: ScanReport, found: FileFindings) -> None:
+    """Merge one file's findings into ``report``."""
+    path = found.label_path
+    if found.error and found.error_path == path:
+        report.unreadable[path] = found.error
+        return
+    report.num_samples += 1
+    if found.error:
+        report.unreadable[found.error_path] = found.error
+    if found.mode == "P":
+        report.palette_labels.append(path)
+    if os.path.splitext(path)[1].lower() in (".jpg", ".jpeg"):
+        report.jpeg_labels.append(path)
+    if len(found.shape) != 2:
+        report.not_single_channel[path] = found.shape
+        return
+    if found.image_size is not None and found.shape != found.image_size:
+        report.size_mismatch[path] = (found.shape, found.image_size)
+    values, counts = found.values, found.counts
     for v, n in zip(values.tolist(), counts.tolist()):
         report.all_values[int(v)] = report.all_values.get(int(v), 0) + int(n)
     if set(values.tolist()) == {0, 255}:
-        report.binary_masks.append(label_path)
+        report.binary_masks.append(path)
     inside = (values >= 0) & (values < report.num_classes)
     np.add.at(report.class_pixels, values[inside].astype(np.int64), counts[inside])
     report.ignore_pixels += int(counts[values == report.ignore_index].sum())
     bad = bad_values(values, report.num_classes, report.ignore_index)
     if bad.size:
-        report.bad_values[label_path] = [int(v) for v in bad]
+        report.bad_values[path] = [int(v) for v in bad]
 
 
-def scan_dataset(dataset, limit: Optional[int] = None) -> ScanReport:
-    """Scan every label of ``dataset`` (any segkit dataset with ``file_list`` and ``map_label``).
+_WORKER_MAP_LABEL = None
+
+
+def _init_worker(map_label) -> None:
+    global _WORKER_MAP_LABEL
+    _WORKER_MAP_LABEL = map_label
+
+
+def _inspect_in_worker(pair: Tuple[str, str]) -> FileFindings:
+    return inspect_pair(pair[0], pair[1], _WORKER_MAP_LABEL)
+
+
+def scan_dataset(dataset, limit: Optional[int] = None, num_workers: int = 0) -> ScanReport:
+    """Scan every label of ``dataset`` (any segkit dataset: ``file_list``, ``map_label``).
+
+    Labels are read and mapped as training would read them (e.g. ADE20K's reduce-zero-label).
 
     Args:
-        dataset: a built dataset; its labels are read and mapped as training would.
+        dataset: a built dataset.
         limit: scan only the first ``limit`` pairs.
+        num_workers: processes reading files in parallel (0: in this process).
     """
     report = ScanReport(num_classes=dataset.num_classes, ignore_index=dataset.ignore_index)
-    pairs = dataset.file_list if limit is None else dataset.file_list[:limit]
-    for img_path, label_path in pairs:
-        if label_path is None:
-            continue
-        try:
-            with Image.open(label_path) as im:
-                mode = im.mode
-                raw = np.asarray(im)
-        except OSError as err:
-            report.unreadable[label_path] = str(err)
-            continue
-        label = dataset.map_label(raw) if raw.ndim == 2 else raw
-        scan_pair(report, img_path, label, label_path, mode)
+    pairs = [p for p in (dataset.file_list if limit is None else dataset.file_list[:limit]) if p[1] is not None]
+    if num_workers > 0:
+        from multiprocessing import Pool
+
+        with Pool(num_workers, initializer=_init_worker, initargs=(dataset.map_label,)) as pool:
+            for found in pool.imap(_inspect_in_worker, pairs, chunksize=8):
+                _add(report, found)
+    else:
+        for img_path, label_path in pairs:
+            _add(report, inspect_pair(img_path, label_path, dataset.map_label))
     return report
 
 
