@@ -1,5 +1,8 @@
 """RTFormer: parity with paddleseg==2.8.0 (the oracle), checkpoint key remap, pretrained loading."""
 
+import glob
+import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -207,3 +210,110 @@ def test_training_returns_main_and_aux_and_eval_returns_main_at_input_size():
     outs[0].mean().backward()  # drop path active (0.2) must not break autograd
     model.eval()
     assert model(paddle.rand([1, 3, 67, 93])).shape == [1, 4, 67, 93]
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+# PaddleSeg 2.8's configs/rtformer/rtformer_slim_ade20k_512x512_160k.yml, verbatim.
+PADDLESEG_SLIM_ADE20K = """
+_base_: '../_base_/ade20k.yml'
+
+batch_size: 4 # total batch size:  4 * 4
+iters: 160000
+
+train_dataset:
+  transforms:
+    - type: ResizeStepScaling
+      min_scale_factor: 0.5
+      max_scale_factor: 2.0
+      scale_step_size: 0.25
+    - type: RandomPaddingCrop
+      crop_size: [512, 512]
+    - type: RandomHorizontalFlip
+    - type: RandomDistort
+      brightness_range: 0.4
+      contrast_range: 0.4
+      saturation_range: 0.4
+    - type: Normalize
+      mean: [0.485, 0.456, 0.406]
+      std: [0.229, 0.224, 0.225]
+
+val_dataset:
+  transforms:
+    - type: Resize
+      target_size: [2048, 512]
+      keep_ratio: True
+      size_divisor: 32
+    - type: Normalize
+      mean: [0.485, 0.456, 0.406]
+      std: [0.229, 0.224, 0.225]
+
+optimizer:
+  _inherited_: False
+  type: AdamW
+  beta1: 0.9
+  beta2: 0.999
+  weight_decay: 0.05
+
+lr_scheduler:
+  _inherited_: False
+  type: PolynomialDecay
+  learning_rate: 1.0e-4
+  power: 1.
+  end_lr: 1.0e-7
+  warmup_iters: 1500
+  warmup_start_lr: 1.0e-6
+
+loss:
+  types:
+    - type: CrossEntropyLoss
+  coef: [1, 0.4]
+
+model:
+  type: RTFormer
+  base_channels: 32
+  head_channels: 64
+  drop_path_rate: 0.1
+  cross_size: 8
+  use_injection: [True, False]
+  pretrained: https://paddleseg.bj.bcebos.com/dygraph/backbone/rtformer_slim_backbone_imagenet_pretrained.zip
+"""
+
+
+def learning_rates(model, optimizer):
+    """Effective per-parameter multiplier, by segkit name (param groups overwrite ParamAttr rates)."""
+    del optimizer  # building it is what writes the group rates into the parameters
+    return {name: p.optimize_attr["learning_rate"] for name, p in model.named_parameters() if not p.stop_gradient}
+
+
+def test_shipped_configs_build_with_the_papers_recipe():
+    from segkit.config import load_config
+
+    paths = sorted(glob.glob(os.path.join(CONFIG_DIR, "rtformer", "*.yml")))
+    datasets = {os.path.basename(p).split("_")[2] for p in paths}
+    assert datasets == {"cityscapes", "camvid", "ade20k", "cocostuff"} and len(paths) == 8
+    for path in paths:
+        cfg = load_config(path, ["model.pretrained=null"])
+        model = cfg.build_model()
+        assert model.num_outputs == 2 == len(cfg.data["loss"]["coef"])
+        assert cfg.data["loss"]["coef"] == [1, 0.4] and cfg.data["optimizer"]["type"] == "AdamW"
+        assert cfg.data["lr_scheduler"]["warmup_iters"] == 1500
+        rates = learning_rates(model, cfg.build_optimizer(model, cfg.build_lr_scheduler()))
+        for name, rate in rates.items():  # 10x on DAPPM and heads exactly, as upstream
+            assert rate == (10.0 if name.startswith(("dappm.", "head.", "aux_head.")) else 1.0), (path, name)
+
+
+def test_paddleseg_rtformer_yaml_runs_unchanged(tmp_path):
+    from segkit.config import load_config
+
+    shutil.copytree(os.path.join(CONFIG_DIR, "_base_"), tmp_path / "configs" / "_base_")
+    (tmp_path / "configs" / "rtformer").mkdir()
+    path = tmp_path / "configs" / "rtformer" / "rtformer_slim_ade20k_512x512_160k.yml"
+    path.write_text(PADDLESEG_SLIM_ADE20K)
+    cfg = load_config(str(path), ["model.pretrained=null", "train_dataset.dataset_root=data/ADEChallengeData2016"])
+    model = cfg.build_model()
+    assert model.num_classes == 150 and model.block5.inject is None
+    assert model.block4.high_attn.num_tokens == 64
+    rates = learning_rates(model, cfg.build_optimizer(model, cfg.build_lr_scheduler()))
+    assert {r for n, r in rates.items() if n.startswith(("dappm.", "head.", "aux_head."))} == {10.0}
+    assert {r for n, r in rates.items() if not n.startswith(("dappm.", "head.", "aux_head."))} == {1.0}

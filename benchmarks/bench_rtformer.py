@@ -1,0 +1,119 @@
+"""RTFormer-Slim / -Base speed: segkit vs paddleseg==2.8.0 side by side, in the same run.
+
+Measures eval forward latency (batch 1, no grad) at 1024x512 and 2048x1024 and one training step
+(forward, cross-entropy on main + 0.4 aux, backward, AdamW step) at 1024x512, median over
+``--repeats`` after ``--warmup`` runs, on whatever device Paddle uses (GPU if available).
+
+    python benchmarks/bench_rtformer.py [--variants slim base] [--forward_sizes 1024x512 2048x1024]
+        [--train_size 1024x512] [--train_batch 2] [--repeats 5] [--warmup 2]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Tuple
+
+import paddle
+import paddle.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddleseg.models.rtformer import RTFormer as PaddleSegRTFormer  # noqa: E402  (oracle)
+
+from segkit.models.rtformer import RTFormer  # noqa: E402
+
+VARIANTS = {
+    "slim": dict(base_channels=32, head_channels=64, use_injection=[True, True]),
+    "base": dict(base_channels=64, head_channels=128, use_injection=[True, False]),
+}
+IMPLEMENTATIONS = {"segkit": RTFormer, "paddleseg": PaddleSegRTFormer}
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'1024x512' -> (width, height)."""
+    width, height = text.lower().split("x")
+    return int(width), int(height)
+
+
+def sync() -> None:
+    if paddle.device.is_compiled_with_cuda() and "gpu" in paddle.get_device():
+        paddle.device.synchronize()
+
+
+def median_ms(step: Callable[[], None], warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def forward_ms(model: paddle.nn.Layer, size: Tuple[int, int], warmup: int, repeats: int) -> float:
+    model.eval()
+    x = paddle.randn([1, 3, size[1], size[0]])
+
+    def step():
+        with paddle.no_grad():
+            model(x)
+
+    return median_ms(step, warmup, repeats)
+
+
+def train_step_ms(model: paddle.nn.Layer, size: Tuple[int, int], batch: int, warmup: int, repeats: int) -> float:
+    model.train()
+    optimizer = paddle.optimizer.AdamW(4e-4, parameters=model.parameters(), weight_decay=0.0125)
+    x = paddle.randn([batch, 3, size[1], size[0]])
+    label = paddle.randint(0, 19, [batch, size[1], size[0]])
+
+    def step():
+        main, aux = model(x)
+        loss = F.cross_entropy(main, label, axis=1, ignore_index=255) + 0.4 * F.cross_entropy(
+            aux, label, axis=1, ignore_index=255)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+
+    return median_ms(step, warmup, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--forward_sizes", nargs="*", default=["1024x512", "2048x1024"])
+    parser.add_argument("--train_size", default="1024x512", help="'' to skip the training step")
+    parser.add_argument("--train_batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    print(f"device: {paddle.get_device()}, paddle {paddle.__version__}, cpu threads: {os.cpu_count()}")
+    header = f"{'variant':8} {'measurement':34} {'segkit ms':>10} {'paddleseg ms':>12} {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for variant in args.variants:
+        kwargs = dict(VARIANTS[variant], num_classes=19, drop_path_rate=0.0)
+        tasks = [(f"forward b1 {s}", lambda m, s=s: forward_ms(m, parse_size(s), args.warmup, args.repeats))
+                 for s in args.forward_sizes]
+        if args.train_size:
+            tasks.append((f"train step b{args.train_batch} {args.train_size}",
+                          lambda m: train_step_ms(m, parse_size(args.train_size), args.train_batch,
+                                                  args.warmup, args.repeats)))
+        for name, measure in tasks:
+            result = {}
+            for impl, cls in IMPLEMENTATIONS.items():
+                paddle.seed(0)
+                result[impl] = measure(cls(**kwargs))
+            ratio = result["segkit"] / result["paddleseg"]
+            print(f"{variant:8} {name:34} {result['segkit']:10.1f} {result['paddleseg']:12.1f} {ratio:6.2f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
