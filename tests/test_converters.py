@@ -128,7 +128,8 @@ def test_converter_cli_and_errors(cityscapes_raw, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "5 written" in run.stdout
-    run = subprocess.run([sys.executable, script, str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([sys.executable, script, str(tmp_path / "nowhere")],
+                         capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "gtFine" in run.stderr
     rgb = tmp_path / "rgb" / "gtFine" / "train" / "x" / "x_000000_000000_gtFine_labelIds.png"
     save(str(rgb), np.zeros((4, 4, 3), np.uint8))

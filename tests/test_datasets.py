@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import segkit.datasets  # noqa: F401  (registers the datasets)
-from segkit.datasets.base import Dataset, default_palette
+from segkit.datasets.base import default_palette
 from segkit.errors import ConfigError, DatasetError
 from segkit.registry import DATASETS, build
 

@@ -108,7 +108,9 @@ class ADE20K(SegDataset):
             )
         nested = os.path.join(dataset_root, "ADEChallengeData2016")
         if not os.path.isdir(os.path.join(dataset_root, "images")) and os.path.isdir(nested):
-            raise DatasetError(f"ADE20K: dataset_root {dataset_root!r} holds ADEChallengeData2016/; set dataset_root to {nested!r}.")
+            raise DatasetError(
+                f"ADE20K: dataset_root {dataset_root!r} holds ADEChallengeData2016/; set dataset_root to {nested!r}."
+            )
         self.dataset_root = dataset_root
         require_dir(dataset_root, "ADE20K", layout)
         img_dir = require_dir(os.path.join(dataset_root, "images", split), "ADE20K", layout)

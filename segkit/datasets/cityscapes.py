@@ -11,9 +11,8 @@ cityscapesScripts ``labels.py``). Images and labels are paired by their shared s
 The test split's labels are placeholders, so ``mode: test`` returns images only.
 """
 
-from typing import Any, List, Optional
-
 import os
+from typing import Any, List
 
 from segkit.datasets.base import SegDataset, list_files, pair_files, require_dir
 from segkit.errors import DatasetError

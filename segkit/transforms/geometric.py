@@ -93,6 +93,16 @@ def pad_pair(
     return data
 
 
+def flip_pair(data: dict, axis: int) -> dict:
+    """Mirror image and label left-right (``axis`` 1) or top-bottom (``axis`` 0)."""
+    img = data["img"]
+    flipped = cv2.flip(img, axis)
+    data["img"] = flipped[..., None] if img.ndim == 3 and flipped.ndim == 2 else flipped
+    if data.get("label") is not None:
+        data["label"] = label_op(data["label"], lambda lab: cv2.flip(lab, axis))
+    return data
+
+
 def crop_pair(data: dict, y1: int, x1: int, h: int, w: int) -> dict:
     """Crop the window ``[y1:y1+h, x1:x1+w]`` from image and label."""
     data["img"] = data["img"][y1 : y1 + h, x1 : x1 + w]
@@ -437,9 +447,7 @@ class RandomHorizontalFlip:
 
     def __call__(self, data: dict) -> dict:
         if np.random.random() < self.prob:
-            data["img"] = np.ascontiguousarray(data["img"][:, ::-1])
-            if data.get("label") is not None:
-                data["label"] = np.ascontiguousarray(data["label"][:, ::-1])
+            data = flip_pair(data, 1)
         return data
 
 
@@ -458,9 +466,7 @@ class RandomVerticalFlip:
 
     def __call__(self, data: dict) -> dict:
         if np.random.random() < self.prob:
-            data["img"] = np.ascontiguousarray(data["img"][::-1])
-            if data.get("label") is not None:
-                data["label"] = np.ascontiguousarray(data["label"][::-1])
+            data = flip_pair(data, 0)
         return data
 
 
