@@ -3,6 +3,7 @@
 import hashlib
 import os
 import shutil
+import tarfile
 import tempfile
 import urllib.request
 import zipfile
@@ -14,6 +15,7 @@ import paddle
 
 from segkit.errors import CheckpointError
 
+ARCHIVES = (".zip", ".tar.gz", ".tgz", ".tar")
 CACHE_DIR = os.path.expanduser(os.environ.get("SEGKIT_CACHE", "~/.cache/segkit"))
 
 
@@ -37,22 +39,38 @@ def _download(url: str) -> str:
     return target
 
 
-def _from_zip(path: str) -> str:
-    """Extract the ``*.pdparams`` inside a zip archive (next to it) and return its path."""
-    with zipfile.ZipFile(path) as archive:
-        members = [m for m in archive.namelist() if m.endswith(".pdparams")]
+def _archive_members(path: str):
+    """An open archive's member names and a function extracting one member into a folder."""
+    if zipfile.is_zipfile(path):
+        archive = zipfile.ZipFile(path)
+        return archive, archive.namelist(), archive.extract
+    try:
+        archive = tarfile.open(path)
+    except tarfile.TarError as exc:
+        raise CheckpointError(f"{path}: not a readable zip or tar archive ({exc}).") from exc
+    return archive, archive.getnames(), lambda member, folder: archive.extract(member, folder, filter="data")
+
+
+def _from_archive(path: str) -> str:
+    """Extract the ``*.pdparams`` inside a .zip / .tar(.gz) archive (next to it) and return its path.
+
+    ``model.pdparams`` is preferred when the archive holds several weight files.
+    """
+    archive, names, extract = _archive_members(path)
+    with archive:
+        members = [m for m in names if m.endswith(".pdparams")]
         if not members:
-            raise CheckpointError(f"{path}: the zip holds no *.pdparams file (it has {archive.namelist()[:5]}).")
+            raise CheckpointError(f"{path}: the archive holds no *.pdparams file (it has {names[:5]}).")
         member = sorted(members, key=lambda m: (os.path.basename(m) != "model.pdparams", len(m)))[0]
-        folder = os.path.splitext(path)[0] + "_extracted"
+        folder = path[: -len(next(e for e in ARCHIVES if path.endswith(e)))] + "_extracted"
         target = os.path.join(folder, member)
         if not os.path.exists(target):
-            archive.extract(member, folder)
+            extract(member, folder)
     return target
 
 
 def resolve_weights_path(location: str) -> str:
-    """Turn a local path, a folder holding ``model.pdparams``, a URL or a zip into a weights file path."""
+    """Turn a local path, a folder holding ``model.pdparams``, a URL or an archive into a weights file path."""
     if location.startswith(("http://", "https://")):
         location = _download(location)
     if os.path.isdir(location):
@@ -60,10 +78,10 @@ def resolve_weights_path(location: str) -> str:
     if not os.path.exists(location):
         raise CheckpointError(
             f"weights file {location!r} does not exist. Give a *.pdparams file, a folder that holds "
-            "model.pdparams, a .zip containing one, or an http(s) URL."
+            "model.pdparams, a .zip or .tar.gz containing one, or an http(s) URL."
         )
-    if location.endswith(".zip"):
-        location = _from_zip(location)
+    if location.endswith(ARCHIVES):
+        location = _from_archive(location)
     return location
 
 

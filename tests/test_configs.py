@@ -39,7 +39,7 @@ def dataset_roots(tmp_path_factory, scenes_root):
 
 def test_there_are_configs_for_every_family():
     folders = {p.split(os.sep)[1] for p in CONFIGS}
-    assert {"quickstart", "rtformer", "segnext", "hrvit"} <= folders
+    assert {"quickstart", "segformer", "rtformer", "segnext", "hrvit"} <= folders
 
 
 @pytest.mark.parametrize("path", CONFIGS)
