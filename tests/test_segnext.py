@@ -1,5 +1,7 @@
 """SegNeXt: parity with paddleseg 2.8 (the oracle), checkpoint keys, parameter counts, NMF randomness."""
 
+from pathlib import Path
+
 import numpy as np
 import paddle
 import pytest
@@ -14,6 +16,7 @@ ps_segnext = pytest.importorskip("paddleseg.models.segnext")
 ps_mscan = pytest.importorskip("paddleseg.models.backbones.mscan")
 
 PADDLESEG_HEAD = {"channels": 256, "ham_channels": 256, "ham_kwargs": {"MD_R": 16}}
+ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL_B_HEAD = {"channels": 512, "ham_channels": 512, "ham_kwargs": {"MD_R": 64}}
 
 
@@ -234,3 +237,108 @@ def test_config_errors_name_the_key():
         SegNeXt(BACKBONES.get("MSCAN_T")(), 19, {"ham_kwargs": {"INV_T": 100}})
     with pytest.raises(ConfigError, match="backbone_indices"):
         SegNeXt(BACKBONES.get("MSCAN_T")(), 19, PADDLESEG_HEAD, backbone_indices=(1, 2, 4))
+
+
+# PaddleSeg 2.8's configs/segnext/segnext_mscan_t_cityscapes_1024x1024_160k.yml with the custom_cfg of its
+# S/B/L siblings, verbatim apart from that.
+PADDLESEG_YML = """\
+_base_: '../_base_/cityscapes.yml'
+
+batch_size: 2
+iters: 160000
+
+train_dataset:
+  transforms:
+    - type: ResizeStepScaling
+      min_scale_factor: 0.5
+      max_scale_factor: 2.0
+      scale_step_size: 0.25
+    - type: RandomPaddingCrop
+      crop_size: [1024, 1024]
+      category_max_ratio: 0.75
+    - type: RandomHorizontalFlip
+    - type: RandomDistort
+    - type: Normalize
+      mean: [0.485, 0.456, 0.406]
+      std: [0.229, 0.224, 0.225]
+
+val_dataset:
+  transforms:
+    - type: Normalize
+      mean: [0.485, 0.456, 0.406]
+      std: [0.229, 0.224, 0.225]
+
+optimizer:
+  _inherited_: False
+  type: AdamW
+  weight_decay: 0.01
+  custom_cfg:
+    - name: head
+      lr_mult: 10.0
+    - name: norm
+      weight_decay_mult: 0.0
+
+loss:
+  types:
+    - type: CrossEntropyLoss
+  coef: [1]
+
+lr_scheduler:
+  type: PolynomialDecay
+  warmup_iters: 1500
+  warmup_start_lr: 1.0e-6
+  learning_rate: 0.00006
+  end_lr: 0.0
+  power: 1.0
+
+model:
+  type: SegNeXt
+  backbone:
+    type: MSCAN_T
+    pretrained: https://paddleseg.bj.bcebos.com/dygraph/backbone/mscan_t_imagenet_pretrained.zip
+  num_classes: 19
+  decoder_cfg:
+    channels: 256
+    ham_channels: 256
+    ham_kwargs:
+      MD_R: 16
+    dropout_rate: 0.1
+    align_corners: False
+"""
+
+
+def test_paddleseg_yaml_runs_unchanged(tmp_path):
+    import shutil
+
+    from segkit.config import load_config
+
+    (tmp_path / "_base_").mkdir()
+    (tmp_path / "segnext").mkdir()
+    shutil.copy(ROOT / "configs/_base_/cityscapes.yml", tmp_path / "_base_" / "cityscapes.yml")
+    (tmp_path / "segnext" / "t.yml").write_text(PADDLESEG_YML)
+    # Offline: no backbone download; a short run needs a shorter warmup.
+    cfg = load_config(str(tmp_path / "segnext" / "t.yml"),
+                      ["model.backbone.pretrained=null", "iters=30", "lr_scheduler.warmup_iters=5"])
+    model = cfg.build_model()
+    optimizer = cfg.build_optimizer(model, cfg.build_lr_scheduler())
+    groups = [(g["learning_rate"], g["weight_decay"], sum(int(np.prod(p.shape)) for p in g["params"]))
+              for g in optimizer._param_groups]
+    head = sum(int(np.prod(p.shape)) for p in model.head.parameters())
+    assert groups[0] == (10.0, 0.01, head)
+    assert groups[1][:2] == (1.0, 0.0) and groups[2][:2] == (1.0, 0.01)
+    assert sum(g[2] for g in groups) == 4_229_747
+
+
+def test_shipped_configs_load():
+    import glob
+
+    from segkit.config import load_config
+
+    paths = sorted(glob.glob(str(ROOT / "configs/segnext/*.yml")))
+    assert len(paths) == 12
+    widths = {"t": 256, "s": 256, "b": 512, "l": 1024}
+    for path in paths:
+        cfg = load_config(path)
+        size = Path(path).name.split("_")[1]
+        assert cfg.data["model"]["backbone"]["type"] == f"MSCAN_{size.upper()}"
+        assert cfg.data["model"]["decoder_cfg"]["channels"] == widths[size]
