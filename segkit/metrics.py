@@ -119,3 +119,31 @@ def per_class_table(result: Dict[str, object], class_names: Optional[List[str]] 
             f"{result['class_recall'][i]:7.4f}  {result['class_dice'][i]:7.4f}  {int(result['class_pixels'][i]):>12d}"
         )
     return "\n".join(rows)
+
+
+def per_class_records(result: Dict[str, object], class_names: Optional[List[str]] = None) -> List[Dict[str, object]]:
+    """One dict per class (id, name, IoU, precision, recall, Dice, labelled and predicted pixels).
+
+    ``predicted_pixels`` needs ``result['confusion_matrix']``; it is left out when that is absent.
+    """
+    n = len(result["class_iou"])
+    names = class_names or [f"class_{i}" for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} class names for {n} classes")
+    matrix = result.get("confusion_matrix")
+    predicted = np.asarray(matrix).sum(axis=0) if matrix is not None else None
+    records = []
+    for i in range(n):
+        record = {
+            "id": i,
+            "name": names[i],
+            "IoU": float(result["class_iou"][i]),
+            "precision": float(result["class_precision"][i]),
+            "recall": float(result["class_recall"][i]),
+            "Dice": float(result["class_dice"][i]),
+            "pixels": int(result["class_pixels"][i]),
+        }
+        if predicted is not None:
+            record["predicted_pixels"] = int(predicted[i])
+        records.append(record)
+    return records

@@ -40,3 +40,191 @@ def overlay(image_rgb: np.ndarray, pred: np.ndarray, palette: np.ndarray, weight
     colour = palette[pred.astype(np.int64)].astype(np.float32)
     blended = (1 - weight) * image_rgb.astype(np.float32) + weight * colour
     return np.clip(blended, 0, 255).astype(np.uint8)
+
+
+# ---- drawing helpers ---------------------------------------------------------------------------
+
+# Anchor colours of a white -> dark blue ramp (like matplotlib's "Blues"); light cells read as rare.
+_RAMP = np.array([[247, 251, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]], np.float32)
+_NO_PIXELS = (225, 225, 225)  # rows whose class has no labelled pixel: grey, distinct from 0 %
+
+
+def ramp_colours(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 colours on a white -> dark blue ramp."""
+    pos = np.clip(np.asarray(values, np.float32), 0, 1) * (len(_RAMP) - 1)
+    low = np.minimum(np.floor(pos).astype(np.int64), len(_RAMP) - 2)
+    frac = (pos - low)[..., None]
+    return np.round(_RAMP[low] * (1 - frac) + _RAMP[low + 1] * frac).astype(np.uint8)
+
+
+def font(size: int):
+    """A scalable font of ``size`` pixels (Pillow's bundled one), or the fixed bitmap font without FreeType."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1 or no FreeType
+        return ImageFont.load_default()
+
+
+def _text_size(draw, text: str, typeface) -> tuple:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=typeface)
+    return right - left, bottom - top
+
+
+def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str = "") -> Image.Image:
+    """A heat map of ``matrix[label, prediction]`` with class names on both axes.
+
+    Colours are row-normalised (each row shows where that class's pixels went, i.e. its recall on
+    the diagonal), so rare classes are as readable as frequent ones; rows of classes with no
+    labelled pixel are grey. Cells are large enough to print the percentage for up to ~30 classes;
+    for more (e.g. ADE20K's 150) they shrink and only the colours remain.
+
+    Args:
+        matrix: [K, K] pixel counts, rows = label, columns = prediction.
+        class_names: K names.
+        title: a line printed above the map.
+    """
+    from PIL import ImageDraw
+
+    matrix = np.asarray(matrix, np.float64)
+    n = len(matrix)
+    if matrix.shape != (n, n) or len(class_names) != n:
+        raise ValueError(f"confusion_heatmap: matrix {matrix.shape} and {len(class_names)} class names do not match")
+    rows = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    cell = int(np.clip(1400 // max(n, 1), 12, 44))
+    label_font = font(int(np.clip(cell * 0.8, 10, 15)))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    names = [f"{i} {name}" for i, name in enumerate(class_names)]
+    name_w = max(_text_size(measure, s, label_font)[0] for s in names) + 8
+    pad, title_h, axis_h, bar_w = 10, 48, 22, 70
+    grid = n * cell
+    left = pad + axis_h + name_w
+    top = pad + title_h + axis_h + name_w
+    bar_h = min(grid, 300)
+    title_w = _text_size(measure, title or "Confusion matrix", font(16))[0] + 2 * pad
+    width = max(left + grid + pad + bar_w + pad, title_w, 520)
+    height = top + max(grid, bar_h + 70) + pad
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
+
+    # The cells: one colour per cell, drawn by upscaling the n x n colour array.
+    colours = ramp_colours(share)
+    colours[rows[:, 0] == 0] = _NO_PIXELS
+    canvas.paste(Image.fromarray(colours).resize((grid, grid), Image.NEAREST), (left, top))
+    if cell >= 28:  # room to print the percentage in each cell
+        value_font = font(max(9, cell // 3))
+        for r in range(n):
+            for c in range(n):
+                if rows[r, 0] == 0:
+                    continue
+                text = f"{100 * share[r, c]:.0f}"
+                tw, th = _text_size(draw, text, value_font)
+                fill = "white" if share[r, c] > 0.5 else (60, 60, 60)
+                draw.text((left + c * cell + (cell - tw) / 2, top + r * cell + (cell - th) / 2 - 2), text, fill=fill, font=value_font)
+    # Thin lines between classes when cells are big; with small cells, a line every 10 classes
+    # guides the eye without washing out the colours.
+    step = 1 if cell >= 20 else 10
+    for k in list(range(0, n, step)) + [n]:
+        draw.line([(left, top + k * cell), (left + grid, top + k * cell)], fill=(190, 190, 190))
+        draw.line([(left + k * cell, top), (left + k * cell, top + grid)], fill=(190, 190, 190))
+
+    # Row names (labels) right-aligned left of the grid; column names (predictions) rotated above it.
+    for i, text in enumerate(names):
+        tw, th = _text_size(draw, text, label_font)
+        draw.text((left - tw - 4, top + i * cell + (cell - th) / 2 - 2), text, fill="black", font=label_font)
+    column = Image.new("RGB", (name_w, grid), "white")
+    column_draw = ImageDraw.Draw(column)
+    for i, text in enumerate(names):
+        th = _text_size(column_draw, text, label_font)[1]
+        column_draw.text((4, i * cell + (cell - th) / 2 - 2), text, fill="black", font=label_font)
+    canvas.paste(column.rotate(90, expand=True), (left, top - name_w))
+
+    # Axis titles and the title.
+    axis_font = font(16)
+    text = "prediction"
+    draw.text((left + (grid - _text_size(draw, text, axis_font)[0]) / 2, pad + title_h), text, fill="black", font=axis_font)
+    side = Image.new("RGB", (grid, axis_h), "white")
+    side_draw = ImageDraw.Draw(side)
+    text = "label"
+    side_draw.text(((grid - _text_size(side_draw, text, axis_font)[0]) / 2, 0), text, fill="black", font=axis_font)
+    canvas.paste(side.rotate(90, expand=True), (pad, top))
+    draw.text((pad, pad), title or "Confusion matrix", fill="black", font=font(16))
+    note = "rows: label, columns: prediction; colour" + (" and number" if cell >= 28 else "") + ": % of the row's pixels"
+    draw.text((pad, pad + 22), note, fill=(70, 70, 70), font=font(13))
+
+    # Colour bar from 0 % (bottom) to 100 % (top).
+    bar_x = left + grid + pad
+    ramp = ramp_colours(np.linspace(1, 0, bar_h))[:, None, :].repeat(16, axis=1)
+    canvas.paste(Image.fromarray(ramp), (bar_x, top))
+    draw.rectangle([bar_x, top, bar_x + 15, top + bar_h - 1], outline=(120, 120, 120))
+    small = font(12)
+    draw.text((bar_x + 20, top - 6), "100%", fill="black", font=small)
+    draw.text((bar_x + 20, top + bar_h - 10), "0%", fill="black", font=small)
+    draw.rectangle([bar_x, top + bar_h + 16, bar_x + 15, top + bar_h + 31], fill=_NO_PIXELS, outline=(120, 120, 120))
+    draw.text((bar_x + 20, top + bar_h + 16), "no\nlabel\npixels", fill="black", font=small)
+    return canvas
+
+
+def colour_label(ids: np.ndarray, palette: np.ndarray, num_classes: int) -> np.ndarray:
+    """RGB image of class ids; ids outside [0, num_classes) (e.g. the ignore index) are black."""
+    ids = np.asarray(ids).astype(np.int64)
+    rgb = palette[np.clip(ids, 0, 255)].copy()
+    rgb[(ids < 0) | (ids >= num_classes)] = 0
+    return rgb
+
+
+def _fit(image: np.ndarray, max_width: int, nearest: bool) -> np.ndarray:
+    h, w = image.shape[:2]
+    if w <= max_width:
+        return image
+    size = (max_width, max(1, round(h * max_width / w)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def side_by_side(
+    panels: Sequence[np.ndarray],
+    titles: Sequence[str],
+    present: Sequence[int],
+    class_names: Sequence[str],
+    palette: np.ndarray,
+    max_panel_width: int = 1024,
+) -> Image.Image:
+    """Panels (RGB arrays of one size) next to each other with titles, and a legend of ``present`` classes.
+
+    Args:
+        panels: RGB uint8 images, e.g. the image, the coloured prediction and the coloured label.
+        titles: one title per panel.
+        present: the class ids to list in the legend (those in the prediction or label).
+        class_names: names of all classes.
+        palette: [256, 3] colour table.
+        max_panel_width: panels wider than this are shrunk (class maps by nearest neighbour).
+    """
+    from PIL import ImageDraw
+
+    shrunk = [_fit(p, max_panel_width, nearest=i > 0) for i, p in enumerate(panels)]
+    ph, pw = shrunk[0].shape[:2]
+    title_font, legend_font = font(18), font(14)
+    gap, title_h, swatch, line_h = 8, 28, 16, 22
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    entries = [f"{c} {class_names[c]}" for c in present]
+    legend_w = max([_text_size(measure, s, legend_font)[0] for s in entries] + [60]) + swatch + 3 * gap
+    legend_rows = max(1, (ph + title_h) // line_h - 1)  # entries per legend column
+    legend_cols = max(1, -(-len(entries) // legend_rows))
+    width = len(shrunk) * (pw + gap) + gap + legend_cols * legend_w
+    canvas = Image.new("RGB", (width, ph + title_h + gap), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (panel, title) in enumerate(zip(shrunk, titles)):
+        x = gap + i * (pw + gap)
+        canvas.paste(Image.fromarray(panel), (x, title_h))
+        draw.text((x, 4), title, fill="black", font=title_font)
+    x0 = len(shrunk) * (pw + gap) + gap
+    draw.text((x0, 4), "classes present", fill="black", font=title_font)
+    for k, (cls, text) in enumerate(zip(present, entries)):
+        x = x0 + (k // legend_rows) * legend_w
+        y = title_h + (k % legend_rows) * line_h
+        colour = tuple(int(v) for v in palette[cls])
+        draw.rectangle([x, y + 2, x + swatch, y + 2 + swatch], fill=colour, outline=(90, 90, 90))
+        draw.text((x + swatch + gap, y + 2), text, fill="black", font=legend_font)
+    return canvas

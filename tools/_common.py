@@ -26,34 +26,68 @@ def run_cli(main) -> None:
 
 
 def add_test_args(parser: argparse.ArgumentParser, aug_flag: str) -> None:
-    """The inference flags of val.py and predict.py (sliding window, multi-scale, flips, seed)."""
+    """The inference flags of val.py and predict.py (sliding window, multi-scale, flips, seed).
+
+    ``aug_flag`` is the tool's name for test-time augmentation (``aug_eval`` or ``aug_pred``); it
+    is remembered so that error messages name the flag the user can actually type.
+    """
     parser.add_argument("--model_path", required=True, help="model.pdparams, a checkpoint folder, a URL or a zip")
-    parser.add_argument("--is_slide", action="store_true", help="sliding-window inference")
+    parser.add_argument("--is_slide", action="store_true", help="sliding-window inference (needs --crop_size and --stride)")
     parser.add_argument("--crop_size", type=int, nargs=2, metavar=("W", "H"), help="window size for --is_slide")
     parser.add_argument("--stride", type=int, nargs=2, metavar=("W", "H"), help="window step for --is_slide")
-    parser.add_argument(f"--{aug_flag}", dest="aug_eval", action="store_true", help="multi-scale / flip augmentation")
-    parser.add_argument("--scales", type=float, nargs="+", help=f"scales for --{aug_flag}")
-    parser.add_argument("--flip_horizontal", action="store_true", help=f"add horizontal flips (with --{aug_flag})")
-    parser.add_argument("--flip_vertical", action="store_true", help=f"add vertical flips (with --{aug_flag})")
+    parser.add_argument(f"--{aug_flag}", dest="aug_eval", action="store_true",
+                        help="test-time augmentation: average softmax over --scales and flips")
+    parser.add_argument("--scales", type=float, nargs="+", help=f"image scales for --{aug_flag}, e.g. 0.75 1.0 1.25")
+    parser.add_argument("--flip_horizontal", action="store_true", help=f"add horizontally flipped copies (with --{aug_flag})")
+    parser.add_argument("--flip_vertical", action="store_true", help=f"add vertically flipped copies (with --{aug_flag})")
     parser.add_argument("--seed", type=int, default=0, help="paddle.seed before the first image (models with random parts)")
     parser.add_argument("--num_workers", type=int, default=0, help="data-loading worker processes")
+    parser.set_defaults(aug_flag_name=f"--{aug_flag}")
 
 
 def test_config_from_args(cfg, args):
-    """The config's test_config with the command-line flags applied on top."""
+    """The config's test_config with the command-line flags applied on top.
+
+    A flag that would have no effect is an error naming that flag: ``--scales`` or a flip without
+    augmentation, ``--crop_size`` / ``--stride`` without sliding, and ``--is_slide`` without a
+    window size and step (from the flags or the config).
+    """
     import dataclasses
 
     from segkit.errors import ConfigError
 
+    aug = getattr(args, "aug_flag_name", "--aug_eval")
     test_cfg = cfg.test_config()
+    aug_on = args.aug_eval or test_cfg.aug_eval
+    slide_on = args.is_slide or test_cfg.is_slide
+    for flag, given, needs, on in (
+        ("--scales", args.scales is not None, aug, aug_on),
+        ("--flip_horizontal", args.flip_horizontal, aug, aug_on),
+        ("--flip_vertical", args.flip_vertical, aug, aug_on),
+        ("--crop_size", args.crop_size is not None, "--is_slide", slide_on),
+        ("--stride", args.stride is not None, "--is_slide", slide_on),
+    ):
+        if given and not on:
+            raise ConfigError(
+                f"{flag} was given without {needs}, so it would be ignored. Add {needs} (or "
+                f"test_config.{needs[2:].replace('aug_pred', 'aug_eval')}: true in the config) or drop {flag}."
+            )
     updates = {k: getattr(args, k) for k in ("crop_size", "stride", "scales") if getattr(args, k) is not None}
     for flag in ("is_slide", "aug_eval", "flip_horizontal", "flip_vertical"):
         if getattr(args, flag):
             updates[flag] = True
+    merged = dataclasses.replace(test_cfg, **updates)
+    if merged.is_slide and (not merged.crop_size or not merged.stride):
+        missing = " and ".join(f for f, v in (("--crop_size W H", merged.crop_size), ("--stride W H", merged.stride)) if not v)
+        raise ConfigError(
+            f"--is_slide needs a window size and step, but {missing} {'is' if ' and ' not in missing else 'are'} "
+            "missing (neither given nor in test_config). Add e.g. --crop_size 1024 512 --stride 768 384."
+        )
     try:
-        return dataclasses.replace(test_cfg, **updates).check(where="command line / test_config")
+        return merged.check(where="test_config")
     except ConfigError as exc:
-        raise ConfigError(str(exc).replace("--crop_size 512 512", "--crop_size W H")) from None
+        # The config's own keys are inconsistent; name this tool's flag for the fix.
+        raise ConfigError(str(exc).replace("--aug_eval", aug)) from None
 
 
 def build_model_for_inference(cfg, model_path: str):

@@ -1,5 +1,6 @@
 """Evaluation over a dataset with a streaming confusion matrix, and the reports it writes."""
 
+import csv
 import json
 import os
 import time
@@ -13,7 +14,8 @@ from paddle import nn
 from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
 from segkit.logger import logger
-from segkit.metrics import ConfusionMeter, image_miou, per_class_table
+from segkit.metrics import ConfusionMeter, image_miou, per_class_records, per_class_table
+from segkit.visualize import confusion_heatmap
 
 
 def _single_sample(batch):
@@ -64,9 +66,13 @@ def evaluate(
     if print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, total_iters: {len(dataset)})...")
     for sample in eval_loader(dataset, num_workers):
-        image = paddle.to_tensor(sample["img"][None])
+        image = sample["img"]  # the DataLoader hands out tensors; a plain Dataset loop gives arrays
+        image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
         logits = infer_image(model, image, sample.get("trans_info", []), test_config)
         pred = paddle.argmax(logits, axis=1)[0].numpy()
+        # Drop this image's full-resolution logits now, not when the next image's replace them,
+        # so the next forward pass never runs while they are still held.
+        del image, logits
         label = np.asarray(sample["label"])
         label = label[0] if label.ndim == 3 else label
         cm = meter.update(pred, label)
@@ -75,6 +81,7 @@ def evaluate(
     if was_training:
         model.train()
     result = meter.compute()
+    result["confusion_matrix"] = meter.matrix.copy()
     result["num_images"] = meter.count
     result["per_image"] = per_image
     result["seconds"] = time.time() - start
@@ -94,25 +101,46 @@ def log_result(result: Dict[str, object], class_names: Optional[List[str]] = Non
     logger.info("[EVAL] Per-class results:\n" + per_class_table(result, class_names))
 
 
-def write_reports(result: Dict[str, object], save_dir: str, class_names: Optional[List[str]] = None) -> None:
-    """Write ``metrics.json`` (all metrics, per class with names) and ``per_image.json``."""
+REPORT_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "per_image.json")
+
+
+def write_reports(result: Dict[str, object], save_dir: str, class_names: Optional[List[str]] = None) -> List[str]:
+    """Write the evaluation reports into ``save_dir`` and return their paths.
+
+    * ``metrics.json``: mIoU, Acc, Kappa, Dice, the number of images and the per-class metrics with names;
+    * ``per_class.csv``: the same per-class table, one row per class;
+    * ``confusion_matrix.csv``: pixel counts, rows = label, columns = prediction, with class names;
+    * ``confusion_matrix.png``: that matrix as a row-normalised heat map with class names on both axes;
+    * ``per_image.json``: each image's mIoU, worst first.
+
+    The confusion-matrix files need ``result['confusion_matrix']`` (``evaluate`` provides it).
+    """
     os.makedirs(save_dir, exist_ok=True)
     n = len(result["class_iou"])
-    names = class_names or [f"class_{i}" for i in range(n)]
-    per_class = [
-        {
-            "id": i,
-            "name": names[i],
-            "IoU": float(result["class_iou"][i]),
-            "precision": float(result["class_precision"][i]),
-            "recall": float(result["class_recall"][i]),
-            "Dice": float(result["class_dice"][i]),
-            "pixels": int(result["class_pixels"][i]),
-        }
-        for i in range(n)
-    ]
+    names = list(class_names or [f"class_{i}" for i in range(n)])
+    per_class = per_class_records(result, names)
     summary = {k: result[k] for k in ("mIoU", "Acc", "Kappa", "Dice", "num_images")}
-    with open(os.path.join(save_dir, "metrics.json"), "w") as f:
+    written = []
+
+    def target(name: str) -> str:
+        written.append(os.path.join(save_dir, name))
+        return written[-1]
+
+    with open(target("metrics.json"), "w") as f:
         json.dump({**summary, "per_class": per_class}, f, indent=2)
-    with open(os.path.join(save_dir, "per_image.json"), "w") as f:
+    with open(target("per_class.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(per_class[0]))
+        writer.writeheader()
+        writer.writerows(per_class)
+    matrix = result.get("confusion_matrix")
+    if matrix is not None:
+        matrix = np.asarray(matrix)
+        with open(target("confusion_matrix.csv"), "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["label \\ prediction", *names])
+            writer.writerows([name, *map(int, row)] for name, row in zip(names, matrix))
+        title = f"Confusion matrix: {summary['num_images']} images, mIoU {summary['mIoU']:.4f}"
+        confusion_heatmap(matrix, names, title).save(target("confusion_matrix.png"))
+    with open(target("per_image.json"), "w") as f:
         json.dump(sorted(result["per_image"], key=lambda r: r["mIoU"]), f, indent=2)
+    return written

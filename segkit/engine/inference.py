@@ -38,8 +38,19 @@ def slide_windows(height: int, width: int, crop: Sequence[int], stride: Sequence
             yield max(bottom - crop_h, 0), bottom, max(right - crop_w, 0), right
 
 
+@paddle.no_grad()
 def slide_inference(model: nn.Layer, image: paddle.Tensor, crop: Sequence[int], stride: Sequence[int]) -> paddle.Tensor:
-    """Logits of ``image`` [1, 3, H, W] averaged over overlapping windows (by coverage)."""
+    """Logits of ``image`` [1, C, H, W] averaged over overlapping windows (by coverage).
+
+    Each window's logits are added into one [1, K, H, W] buffer in place as soon as they are
+    computed, so at most one window's logits exist besides the buffer.
+
+    Args:
+        model: the model, in eval mode.
+        image: one image [1, C, H, W].
+        crop: window size (width, height); windows are clipped to the image.
+        stride: window step (width, height).
+    """
     height, width = image.shape[-2:]
     total = None
     count = paddle.zeros([1, 1, height, width], dtype="float32")
@@ -47,9 +58,10 @@ def slide_inference(model: nn.Layer, image: paddle.Tensor, crop: Sequence[int], 
         logits = _main_logits(model, image[:, :, top:bottom, left:right]).astype("float32")
         if total is None:
             total = paddle.zeros([1, logits.shape[1], height, width], dtype="float32")
-        total[:, :, top:bottom, left:right] = total[:, :, top:bottom, left:right] + logits
-        count[:, :, top:bottom, left:right] = count[:, :, top:bottom, left:right] + 1.0
-    return total / count
+        total[:, :, top:bottom, left:right] += logits
+        count[:, :, top:bottom, left:right] += 1.0
+        del logits
+    return total.divide_(count)
 
 
 def _single(model: nn.Layer, image: paddle.Tensor, cfg: TestConfig) -> paddle.Tensor:
@@ -68,8 +80,13 @@ def flip_variants(cfg: TestConfig) -> List[List[int]]:
     return flips
 
 
+@paddle.no_grad()
 def aug_inference(model: nn.Layer, image: paddle.Tensor, cfg: TestConfig) -> paddle.Tensor:
-    """Sum of softmax probabilities over scales and flips, at the input size of ``image``."""
+    """Sum of softmax probabilities over scales and flips, at the input size of ``image``.
+
+    Every copy is mapped back (flipped back, resized to the input size) before it is added, and
+    the sum is kept in one buffer, so memory holds the buffer plus one copy's logits.
+    """
     height, width = image.shape[-2:]
     total = None
     for scale in cfg.scales:
@@ -81,7 +98,13 @@ def aug_inference(model: nn.Layer, image: paddle.Tensor, cfg: TestConfig) -> pad
             if tuple(logits.shape[-2:]) != (height, width):
                 logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
             probs = F.softmax(logits, axis=1)
-            total = probs if total is None else total + probs
+            del logits
+            if total is None:
+                total = probs
+            else:
+                total.add_(probs)
+            del probs
+        del scaled
     return total
 
 

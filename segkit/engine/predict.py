@@ -1,7 +1,8 @@
-"""Prediction on image files: pseudo-colour PNGs and overlays, keeping the inputs' relative paths."""
+"""Prediction on image files: pseudo-colour PNGs and overlays, keeping the inputs' relative paths;
+on request side-by-side PNGs (image, prediction, label) with a legend of the classes present."""
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -12,8 +13,9 @@ from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
 from segkit.errors import DatasetError
 from segkit.logger import logger
-from segkit.transforms import Compose, read_image
-from segkit.visualize import overlay, pseudo_color
+from segkit.metrics import confusion_matrix, image_miou
+from segkit.transforms import Compose, read_image, read_label
+from segkit.visualize import colour_label, overlay, pseudo_color, side_by_side
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -45,6 +47,94 @@ def collect_images(image_path: str) -> Tuple[List[str], str]:
     return [image_path], os.path.dirname(image_path)
 
 
+def match_labels(image_paths: Sequence[str], image_root: str, label_path: str) -> Dict[str, str]:
+    """Labels for the images: ``label_path`` is one label file (for a single image) or a folder.
+
+    In a folder, an image's label is the file with the same relative path without extension
+    (``a/b.jpg`` -> ``a/b.png``), else the only file with the same stem anywhere under it.
+
+    Returns:
+        image path -> label path, for the images that have one.
+
+    Raises:
+        DatasetError: the path does not exist, a file is given for several images, a stem is
+            ambiguous, or no image has a label.
+    """
+    if os.path.isfile(label_path):
+        if len(image_paths) != 1:
+            raise DatasetError(
+                f"--label_path {label_path} is one file but {len(image_paths)} images are predicted; "
+                "give a folder of labels named like the images."
+            )
+        return {image_paths[0]: label_path}
+    if not os.path.isdir(label_path):
+        raise DatasetError(f"--label_path {label_path}: no such file or folder.")
+    by_rel, by_stem = {}, {}
+    for root, _, names in os.walk(label_path):
+        for name in names:
+            if not name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            full = os.path.join(root, name)
+            by_rel[os.path.splitext(os.path.relpath(full, label_path))[0]] = full
+            by_stem.setdefault(os.path.splitext(name)[0], []).append(full)
+    found = {}
+    for path in image_paths:
+        rel = os.path.splitext(os.path.relpath(os.path.abspath(path), os.path.abspath(image_root)))[0]
+        candidates = [by_rel[rel]] if rel in by_rel else by_stem.get(os.path.splitext(os.path.basename(path))[0], [])
+        if len(candidates) > 1:
+            raise DatasetError(f"--label_path {label_path}: {len(candidates)} labels match {path}: {candidates[:3]}.")
+        if candidates:
+            found[path] = candidates[0]
+    if not found:
+        raise DatasetError(
+            f"--label_path {label_path}: no label matches any of the {len(image_paths)} images; labels must "
+            "have the image's file name (any image extension), e.g. frankfurt_000000.jpg -> frankfurt_000000.png."
+        )
+    missing = len(image_paths) - len(found)
+    if missing:
+        logger.warning(f"--label_path {label_path}: {missing} of {len(image_paths)} images have no label; "
+                       "their side-by-side shows image and prediction only.")
+    return found
+
+
+def write_side_by_side(
+    path: str,
+    image_rgb: np.ndarray,
+    pred: np.ndarray,
+    palette: np.ndarray,
+    class_names: Sequence[str],
+    label_path: Optional[str] = None,
+    ignore_index: int = 255,
+) -> None:
+    """Write image | prediction [| label] with a legend of the classes present to ``path``."""
+    num_classes = len(class_names)
+    if image_rgb.shape[-1] == 1:  # grey input
+        image_rgb = np.repeat(image_rgb, 3, axis=-1)
+    panels = [image_rgb, colour_label(pred, palette, num_classes)]
+    titles = ["image", "prediction"]
+    classes = set(np.unique(pred).tolist())
+    if label_path is not None:
+        label = read_label(label_path)
+        if label.ndim != 2 or label.shape != pred.shape:
+            raise DatasetError(
+                f"label {label_path}: shape {label.shape}, expected a single-channel label of the image's size {pred.shape}."
+            )
+        valid = label[label != ignore_index]
+        if valid.size and (valid.min() < 0 or valid.max() >= num_classes):
+            raise DatasetError(
+                f"label {label_path}: values {np.unique(valid[valid >= num_classes])[:5].tolist()} are not class ids "
+                f"in [0, {num_classes}) nor the ignore index {ignore_index}; give labels in training ids."
+            )
+        miou = image_miou(confusion_matrix(pred, label, num_classes, ignore_index))
+        titles[1] = f"prediction (mIoU {miou:.3f})"
+        panels.append(colour_label(label, palette, num_classes))
+        titles.append("label (black: ignored)")
+        classes |= set(np.unique(valid).tolist())
+    present = sorted(int(c) for c in classes if 0 <= c < num_classes)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    side_by_side(panels, titles, present, class_names, palette).save(path)
+
+
 def predict(
     model: nn.Layer,
     transforms: Compose,
@@ -53,19 +143,41 @@ def predict(
     save_dir: str,
     palette: np.ndarray,
     test_config: Optional[TestConfig] = None,
+    class_names: Optional[Sequence[str]] = None,
+    side_by_side_pngs: bool = False,
+    labels: Optional[Dict[str, str]] = None,
+    ignore_index: int = 255,
 ) -> List[str]:
     """Predict every image; write ``pseudo_color_prediction/`` and ``added_prediction/`` under ``save_dir``.
+
+    Args:
+        model: the model, in eval mode.
+        transforms: the val transforms (resizes and paddings are undone on the logits).
+        image_paths: images to predict.
+        image_root: output paths keep the images' paths relative to this folder.
+        save_dir: output folder.
+        palette: [256, 3] colour table.
+        test_config: whole / slide / aug settings.
+        class_names: names for the legend of the side-by-side PNGs.
+        side_by_side_pngs: also write ``side_by_side/<stem>.png``: image | prediction [| label] + legend.
+        labels: image path -> label path (training ids) for the side-by-side PNGs.
+        ignore_index: label value drawn black and left out of the legend.
 
     Returns:
         The paths of the pseudo-colour PNGs, in input order.
     """
     test_config = test_config or TestConfig()
+    labels = labels or {}
+    if labels and not side_by_side_pngs:
+        raise ValueError("predict: labels are only used for side-by-side PNGs; set side_by_side_pngs=True")
     model.eval()
     written = []
     for i, path in enumerate(image_paths):
         data = transforms({"img": path, "trans_info": []})
         logits = infer_image(model, paddle.to_tensor(data["img"][None]), data["trans_info"], test_config)
         pred = paddle.argmax(logits, axis=1)[0].numpy().astype(np.uint8)
+        num_classes = logits.shape[1]
+        del logits, data  # the full-resolution logits of one image at a time
         rel = os.path.relpath(os.path.abspath(path), os.path.abspath(image_root))
         stem = os.path.splitext(rel)[0]
         colour_path = os.path.join(save_dir, "pseudo_color_prediction", stem + ".png")
@@ -73,8 +185,13 @@ def predict(
         os.makedirs(os.path.dirname(colour_path), exist_ok=True)
         os.makedirs(os.path.dirname(added_path), exist_ok=True)
         pseudo_color(pred, palette).save(colour_path)
-        blended = overlay(read_image(path), pred, palette)
+        image_rgb = read_image(path)
+        blended = overlay(image_rgb, pred, palette)
         cv2.imwrite(added_path, cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+        if side_by_side_pngs:
+            names = class_names or [f"class_{c}" for c in range(num_classes)]
+            write_side_by_side(os.path.join(save_dir, "side_by_side", stem + ".png"), image_rgb, pred, palette,
+                               names, labels.get(path), ignore_index)
         written.append(colour_path)
         logger.info(f"[{i + 1}/{len(image_paths)}] {path} -> {colour_path}")
     return written
