@@ -1,4 +1,9 @@
-"""Train a model from a config: python tools/train.py --config configs/... [--do_eval]"""
+"""Train a model from a config: python tools/train.py --config configs/... [--do_eval]
+
+On several GPUs (or CPU processes) start it through Paddle's launcher, e.g.
+``python -m paddle.distributed.launch --devices 0,1,2,3 tools/train.py --config ...``;
+``--batch_size`` is then per process.
+"""
 
 import argparse
 
@@ -16,7 +21,7 @@ def parse_args(argv=None):
     parser.add_argument("--save_interval", type=int, default=1000, help="iterations between checkpoints (and evaluations)")
     parser.add_argument("--save_dir", default="output", help="where checkpoints, logs and the resolved config go")
     parser.add_argument("--keep_checkpoint_max", type=int, default=5, help="how many iter_N checkpoints to keep")
-    parser.add_argument("--resume_model", default=None, help="a save_dir/iter_N folder to continue from, or 'auto'")
+    parser.add_argument("--resume_model", default=None, help="a save_dir/iter_N folder to continue from, or 'auto' (the newest complete one in save_dir)")
     parser.add_argument("--log_iters", type=int, default=10, help="iterations between log lines")
     parser.add_argument("--iters", type=int, default=None, help="override the config's iters")
     parser.add_argument("--batch_size", type=int, default=None, help="override the config's batch_size (per device)")
@@ -27,11 +32,14 @@ def parse_args(argv=None):
     parser.add_argument("--amp_level", default="O1", choices=["O1", "O2"], help="mixed-precision level")
     parser.add_argument("--use_ema", action="store_true", help="keep an exponential moving average of the weights")
     parser.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay per step")
-    parser.add_argument("--accumulate_steps", type=int, default=1, help="gradient accumulation steps per update")
+    parser.add_argument("--accumulate_steps", type=int, default=1,
+                        help="micro-batches of batch_size per optimizer step (the effective batch is multiplied by it)")
+    parser.add_argument("--sync_bn", action="store_true", help="BatchNorm statistics over all processes (GPUs only)")
     return parser.parse_args(argv)
 
 
-def main(argv=None):
+def build_trainer(argv=None) -> Trainer:
+    """Parse the command line, load the config with its overrides and build the trainer."""
     args = parse_args(argv)
     opts = list(args.opts)
     for flag, key in (("iters", "iters"), ("batch_size", "batch_size"), ("learning_rate", "lr_scheduler.learning_rate")):
@@ -39,7 +47,11 @@ def main(argv=None):
             opts.append(f"{key}={getattr(args, flag)}")
     cfg = load_config(args.config, opts)
     options = TrainOptions(**{f: getattr(args, f) for f in TrainOptions.__dataclass_fields__})
-    Trainer(cfg, options).train()
+    return Trainer(cfg, options)
+
+
+def main(argv=None):
+    build_trainer(argv).train()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from segkit.errors import CheckpointError
 
 FILES = ("model.pdparams", "model.pdopt", "train_state.pdstates")
 ITER_DIR = re.compile(r"^iter_(\d+)$")
+# Siblings that segkit.checkpoint.atomic_save_dir leaves behind when a save is killed half-way.
+LEFTOVER = re.compile(r"^\.(iter_\d+|best_model)\.(tmp|old)")
 
 
 def save_checkpoint(folder: str, model_state: Dict, optimizer_state: Dict, train_state: Dict, extra: Optional[Dict] = None) -> None:
@@ -44,6 +46,30 @@ def prune(save_dir: str, keep: int) -> None:
     folders = iteration_folders(save_dir)
     for path in folders[: max(len(folders) - keep, 0)]:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def clean_interrupted(save_dir: str) -> List[str]:
+    """Tidy up after a save that was killed: drop temporary folders, put back a displaced old folder.
+
+    A save writes ``.NAME.tmp*`` and renames it to ``NAME``; an existing ``NAME`` is first moved to
+    ``.NAME.old*``. A kill between the two renames leaves ``NAME`` missing and its previous version
+    in ``.NAME.old*``, which is moved back. Returns what was removed or restored.
+    """
+    if not os.path.isdir(save_dir):
+        return []
+    done = []
+    for entry in sorted(os.listdir(save_dir)):
+        match = LEFTOVER.match(entry)
+        if not match:
+            continue
+        path, target = os.path.join(save_dir, entry), os.path.join(save_dir, match.group(1))
+        if match.group(2) == "old" and not os.path.exists(target):
+            os.replace(path, target)
+            done.append(f"restored {target}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path}")
+    return done
 
 
 def resolve_resume(resume_model: str, save_dir: str) -> Optional[str]:
