@@ -2,7 +2,8 @@
 
 Measures eval forward latency (batch 1, no grad) at 1024x512 and 2048x1024 and one training step
 (forward, cross-entropy on main + 0.4 aux, backward, AdamW step) at 1024x512, median over
-``--repeats`` after ``--warmup`` runs, on whatever device Paddle uses (GPU if available).
+``--repeats`` after ``--warmup`` runs, on whatever device Paddle uses (GPU if available). The two
+implementations alternate run by run, so a busy machine slows both alike.
 
     python benchmarks/bench_rtformer.py [--variants slim base] [--forward_sizes 1024x512 2048x1024]
         [--train_size 1024x512] [--train_batch 2] [--repeats 5] [--warmup 2]
@@ -13,7 +14,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Tuple
+from typing import Callable, Dict, Tuple
 
 import paddle
 import paddle.nn.functional as F
@@ -42,20 +43,24 @@ def sync() -> None:
         paddle.device.synchronize()
 
 
-def median_ms(step: Callable[[], None], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        step()
+def interleaved_ms(steps: Dict[str, Callable[[], None]], warmup: int, repeats: int) -> Dict[str, float]:
+    """Median wall time (ms) of each step; the steps alternate so machine load hits them alike."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
     sync()
-    times = []
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def forward_ms(model: paddle.nn.Layer, size: Tuple[int, int], warmup: int, repeats: int) -> float:
+def forward_step(model: paddle.nn.Layer, size: Tuple[int, int]) -> Callable[[], None]:
+    """Batch-1 eval forward without gradients."""
     model.eval()
     x = paddle.randn([1, 3, size[1], size[0]])
 
@@ -63,10 +68,11 @@ def forward_ms(model: paddle.nn.Layer, size: Tuple[int, int], warmup: int, repea
         with paddle.no_grad():
             model(x)
 
-    return median_ms(step, warmup, repeats)
+    return step
 
 
-def train_step_ms(model: paddle.nn.Layer, size: Tuple[int, int], batch: int, warmup: int, repeats: int) -> float:
+def train_step(model: paddle.nn.Layer, size: Tuple[int, int], batch: int) -> Callable[[], None]:
+    """Forward, cross-entropy on main + 0.4 aux, backward, AdamW step."""
     model.train()
     optimizer = paddle.optimizer.AdamW(4e-4, parameters=model.parameters(), weight_decay=0.0125)
     x = paddle.randn([batch, 3, size[1], size[0]])
@@ -80,7 +86,7 @@ def train_step_ms(model: paddle.nn.Layer, size: Tuple[int, int], batch: int, war
         optimizer.step()
         optimizer.clear_grad()
 
-    return median_ms(step, warmup, repeats)
+    return step
 
 
 def main() -> None:
@@ -99,17 +105,17 @@ def main() -> None:
     print("-" * len(header))
     for variant in args.variants:
         kwargs = dict(VARIANTS[variant], num_classes=19, drop_path_rate=0.0)
-        tasks = [(f"forward b1 {s}", lambda m, s=s: forward_ms(m, parse_size(s), args.warmup, args.repeats))
-                 for s in args.forward_sizes]
+        models = {}
+        for impl, cls in IMPLEMENTATIONS.items():
+            paddle.seed(0)
+            models[impl] = cls(**kwargs)
+        tasks = [(f"forward b1 {s}", lambda m, s=s: forward_step(m, parse_size(s))) for s in args.forward_sizes]
         if args.train_size:
             tasks.append((f"train step b{args.train_batch} {args.train_size}",
-                          lambda m: train_step_ms(m, parse_size(args.train_size), args.train_batch,
-                                                  args.warmup, args.repeats)))
-        for name, measure in tasks:
-            result = {}
-            for impl, cls in IMPLEMENTATIONS.items():
-                paddle.seed(0)
-                result[impl] = measure(cls(**kwargs))
+                          lambda m: train_step(m, parse_size(args.train_size), args.train_batch)))
+        for name, make_step in tasks:
+            steps = {impl: make_step(model) for impl, model in models.items()}
+            result = interleaved_ms(steps, args.warmup, args.repeats)
             ratio = result["segkit"] / result["paddleseg"]
             print(f"{variant:8} {name:34} {result['segkit']:10.1f} {result['paddleseg']:12.1f} {ratio:6.2f}",
                   flush=True)
