@@ -336,8 +336,7 @@ class DAPPM(nn.Layer):
 
     def __init__(self, in_channels: int, inter_channels: int, out_channels: int, lr_mult: float = 1.0):
         super().__init__()
-        self.pools = nn.LayerList([
-            nn.Identity(),
+        self.pools = nn.LayerList([  # for scales 1-4; scale 0 sees the input as is
             nn.AvgPool2D(5, stride=2, padding=2, exclusive=False),
             nn.AvgPool2D(9, stride=4, padding=4, exclusive=False),
             nn.AvgPool2D(17, stride=8, padding=8, exclusive=False),
@@ -355,7 +354,7 @@ class DAPPM(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         size = spatial_size(x)
         outs = [self.scales[0](x)]
-        for pool, scale, refine in zip(self.pools[1:], self.scales[1:], self.refine):
+        for pool, scale, refine in zip(self.pools, self.scales[1:], self.refine):
             context = F.interpolate(scale(pool(x)), size=size, mode="bilinear")
             outs.append(refine(context + outs[-1]))
         return self.fuse(paddle.concat(outs, axis=1)) + self.shortcut(x)
