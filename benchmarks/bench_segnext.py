@@ -13,7 +13,6 @@ import statistics
 import time
 from typing import Callable, List
 
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 import segkit.models  # noqa: F401  (registers the models)
-from segkit.checkpoint import load_weights, read_state_dict
+from segkit.checkpoint import load_weights
 from segkit.errors import ConfigError
 from segkit.models.segnext import SegNeXt, remap_checkpoint_keys
 from segkit.registry import BACKBONES, MODELS, build
@@ -133,6 +133,23 @@ def test_training_forward_and_gradients_match(tiny_pair):
     for model in (reference, ours):
         model.clear_gradients()
         model.eval()
+
+
+@pytest.mark.parametrize("ham_kwargs", [{"MD_R": 8, "MD_S": 2}, {"MD_R": 4, "SPATIAL": False, "EVAL_STEPS": 3}])
+def test_nmf_variants_match_paddleseg(ham_kwargs):
+    from paddleseg.models.layers import NMF2D
+
+    from segkit.models.segnext import nmf_from_ham_kwargs
+
+    theirs, ours = NMF2D(dict(ham_kwargs)), nmf_from_ham_kwargs(ham_kwargs, ham_channels=32)
+    theirs.eval()
+    ours.eval()
+    x = paddle.to_tensor(np.random.default_rng(0).uniform(size=(2, 32, 5, 7)).astype("float32"))
+    outs = []
+    for layer in (theirs, ours):
+        paddle.seed(13)
+        outs.append(layer(x).numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
 
 
 def test_eval_output_is_seeded(tiny_pair):

@@ -49,15 +49,23 @@ __all__ = ["MSCAN", "LightHamHead", "SegNeXt", "remap_checkpoint_keys"]
 # ----------------------------------------------------------------------------- initialisation
 
 
-def _init_conv_fan_out(conv: nn.Conv2D, std: Optional[float] = None) -> None:
-    """Normal(0, sqrt(2 / fan_out)) weights and zero bias, fan_out counted per group, as upstream."""
+def conv2d(in_channels: int, out_channels: int, kernel, stride: int = 1, padding=0, groups: int = 1,
+           bias: bool = True, std: Optional[float] = None) -> nn.Conv2D:
+    """A Conv2D initialised as upstream: Normal(0, sqrt(2 / fan_out)) weights, fan_out per group, zero bias.
+
+    The initialiser is given at construction so each weight is drawn once (large variants build
+    twice as fast as re-initialising Paddle's defaults).
+
+    Args:
+        std: a fixed standard deviation instead of the fan-out rule (the classifier's 0.01).
+    """
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
     if std is None:
-        kh, kw = conv.weight.shape[2:]
-        fan_out = kh * kw * conv.weight.shape[0] // conv._groups
-        std = math.sqrt(2.0 / fan_out)
-    nn.initializer.Normal(mean=0.0, std=std)(conv.weight)
-    if conv.bias is not None:
-        nn.initializer.Constant(0.0)(conv.bias)
+        std = math.sqrt(2.0 / (kh * kw * out_channels // groups))
+    weight = paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, std))
+    bias_attr = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)) if bias else False
+    return nn.Conv2D(in_channels, out_channels, (kh, kw), stride=stride, padding=padding, groups=groups,
+                     weight_attr=weight, bias_attr=bias_attr)
 
 
 def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
@@ -83,7 +91,7 @@ def _channel_layer_norm(norm: nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
 
 def _depthwise(dim: int, kernel: Sequence[int]) -> nn.Conv2D:
     """A depth-wise convolution with 'same' padding for an odd (kh, kw) kernel."""
-    return nn.Conv2D(dim, dim, tuple(kernel), padding=(kernel[0] // 2, kernel[1] // 2), groups=dim)
+    return conv2d(dim, dim, tuple(kernel), padding=(kernel[0] // 2, kernel[1] // 2), groups=dim)
 
 
 class MultiScaleConvAttention(nn.Layer):
@@ -101,7 +109,7 @@ class MultiScaleConvAttention(nn.Layer):
         super().__init__()
         self.local = _depthwise(dim, (5, 5))
         self.strips = nn.LayerList([nn.Sequential(_depthwise(dim, (1, k)), _depthwise(dim, (k, 1))) for k in strip_sizes])
-        self.mix = nn.Conv2D(dim, dim, 1)
+        self.mix = conv2d(dim, dim, 1)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         attn = self.local(x)
@@ -119,9 +127,9 @@ class ConvAttention(nn.Layer):
 
     def __init__(self, dim: int, strip_sizes: Sequence[int]):
         super().__init__()
-        self.proj_in = nn.Conv2D(dim, dim, 1)
+        self.proj_in = conv2d(dim, dim, 1)
         self.msca = MultiScaleConvAttention(dim, strip_sizes)
-        self.proj_out = nn.Conv2D(dim, dim, 1)
+        self.proj_out = conv2d(dim, dim, 1)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.proj_out(self.msca(F.gelu(self.proj_in(x)))) + x
@@ -138,9 +146,9 @@ class ConvMlp(nn.Layer):
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Conv2D(dim, hidden, 1)
+        self.fc1 = conv2d(dim, hidden, 1)
         self.dw = _depthwise(hidden, (3, 3))
-        self.fc2 = nn.Conv2D(hidden, dim, 1)
+        self.fc2 = conv2d(hidden, dim, 1)
         self.dropout = dropout
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -181,10 +189,10 @@ class MSCABlock(nn.Layer):
 def _stem(in_channels: int, dim: int) -> nn.Sequential:
     """Two 3x3 stride-2 convolutions with BN (GELU between): stride 4, ``dim // 2`` then ``dim`` channels."""
     return nn.Sequential(
-        nn.Conv2D(in_channels, dim // 2, 3, stride=2, padding=1),
+        conv2d(in_channels, dim // 2, 3, stride=2, padding=1),
         nn.BatchNorm2D(dim // 2),
         nn.GELU(),
-        nn.Conv2D(dim // 2, dim, 3, stride=2, padding=1),
+        conv2d(dim // 2, dim, 3, stride=2, padding=1),
         nn.BatchNorm2D(dim),
     )
 
@@ -199,7 +207,7 @@ class Downsample(nn.Layer):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.proj = nn.Conv2D(in_channels, out_channels, 3, stride=2, padding=1)
+        self.proj = conv2d(in_channels, out_channels, 3, stride=2, padding=1)
         self.norm = nn.BatchNorm2D(out_channels)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -262,9 +270,6 @@ class MSCAN(nn.Layer):
         self.stages = nn.LayerList(stages)
         self.out_channels: List[int] = list(embed_dims)
         self.out_strides: List[int] = [4 * 2**i for i in range(len(embed_dims))]
-        for layer in self.sublayers():
-            if isinstance(layer, nn.Conv2D):
-                _init_conv_fan_out(layer)
         # ImageNet checkpoints carry a classification head, which a backbone does not have.
         load_pretrained(self, pretrained, allow_unexpected=("head",))
 
@@ -281,29 +286,43 @@ class MSCAN(nn.Layer):
         return outs
 
 
-def _mscan_size(embed_dims, depths, default_drop_path):
-    def make(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
-             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
-             drop_path_rate: float = default_drop_path, pretrained: Optional[str] = None) -> MSCAN:
-        return MSCAN(in_channels, embed_dims, depths, mlp_ratios, atten_kernel_sizes, drop_rate, drop_path_rate, pretrained)
-
-    return make
+# The four sizes: PaddleSeg's names and keyword arguments, with the depths and widths fixed.
 
 
-def _register_mscan(name: str, embed_dims, depths, default_drop_path: float) -> None:
-    make = _mscan_size(embed_dims, depths, default_drop_path)
-    make.__name__ = make.__qualname__ = name
-    make.__doc__ = (
-        f"MSCAN with channels {list(embed_dims)}, depths {list(depths)} and drop path "
-        f"{default_drop_path}; the arguments are MSCAN's."
-    )
-    BACKBONES.register(make, name=name)
+@BACKBONES.register
+def MSCAN_T(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
+            drop_path_rate: float = 0.1, pretrained: Optional[str] = None) -> MSCAN:
+    """MSCAN-T: channels 32 / 64 / 160 / 256, depths 3 / 3 / 5 / 2 (other arguments as MSCAN)."""
+    return MSCAN(in_channels, (32, 64, 160, 256), (3, 3, 5, 2), mlp_ratios, atten_kernel_sizes, drop_rate,
+                 drop_path_rate, pretrained)
 
 
-_register_mscan("MSCAN_T", (32, 64, 160, 256), (3, 3, 5, 2), 0.1)
-_register_mscan("MSCAN_S", (64, 128, 320, 512), (2, 2, 4, 2), 0.1)
-_register_mscan("MSCAN_B", (64, 128, 320, 512), (3, 3, 12, 3), 0.1)
-_register_mscan("MSCAN_L", (64, 128, 320, 512), (3, 5, 27, 3), 0.3)
+@BACKBONES.register
+def MSCAN_S(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
+            drop_path_rate: float = 0.1, pretrained: Optional[str] = None) -> MSCAN:
+    """MSCAN-S: channels 64 / 128 / 320 / 512, depths 2 / 2 / 4 / 2 (other arguments as MSCAN)."""
+    return MSCAN(in_channels, (64, 128, 320, 512), (2, 2, 4, 2), mlp_ratios, atten_kernel_sizes, drop_rate,
+                 drop_path_rate, pretrained)
+
+
+@BACKBONES.register
+def MSCAN_B(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
+            drop_path_rate: float = 0.1, pretrained: Optional[str] = None) -> MSCAN:
+    """MSCAN-B: channels 64 / 128 / 320 / 512, depths 3 / 3 / 12 / 3 (other arguments as MSCAN)."""
+    return MSCAN(in_channels, (64, 128, 320, 512), (3, 3, 12, 3), mlp_ratios, atten_kernel_sizes, drop_rate,
+                 drop_path_rate, pretrained)
+
+
+@BACKBONES.register
+def MSCAN_L(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+            atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
+            drop_path_rate: float = 0.3, pretrained: Optional[str] = None) -> MSCAN:
+    """MSCAN-L: channels 64 / 128 / 320 / 512, depths 3 / 5 / 27 / 3, drop path 0.3 (other arguments as MSCAN)."""
+    return MSCAN(in_channels, (64, 128, 320, 512), (3, 5, 27, 3), mlp_ratios, atten_kernel_sizes, drop_rate,
+                 drop_path_rate, pretrained)
 
 
 # ----------------------------------------------------------------------------- Hamburger decoder
@@ -347,6 +366,12 @@ class NMF(nn.Layer):
         return bases * numerator / (denominator + self.eps)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        # The multiplicative updates divide by sums that underflow in float16 (eps 1e-6 included),
+        # so the factorisation always runs in float32, also under mixed precision.
+        with paddle.amp.auto_cast(enable=False):
+            return self._factorise(x.astype("float32")).astype(x.dtype)
+
+    def _factorise(self, x: paddle.Tensor) -> paddle.Tensor:
         n, c, h, w = x.shape
         if self.spatial:
             d = c // self.groups
@@ -368,7 +393,7 @@ class NMF(nn.Layer):
 
 def _conv_gn(in_channels: int, out_channels: int, groups: int, relu: bool) -> nn.Sequential:
     """1x1 convolution without bias, GroupNorm, and optionally ReLU."""
-    layers = [nn.Conv2D(in_channels, out_channels, 1, bias_attr=False), nn.GroupNorm(groups, out_channels)]
+    layers = [conv2d(in_channels, out_channels, 1, bias=False), nn.GroupNorm(groups, out_channels)]
     return nn.Sequential(*layers, nn.ReLU()) if relu else nn.Sequential(*layers)
 
 
@@ -383,7 +408,7 @@ class Hamburger(nn.Layer):
 
     def __init__(self, channels: int, num_groups: int, nmf: NMF):
         super().__init__()
-        self.proj_in = nn.Conv2D(channels, channels, 1)
+        self.proj_in = conv2d(channels, channels, 1)
         self.nmf = nmf
         self.proj_out = _conv_gn(channels, channels, num_groups, relu=False)
 
@@ -453,10 +478,7 @@ class LightHamHead(nn.Layer):
         self.ham = Hamburger(ham_channels, num_groups, nmf_from_ham_kwargs(ham_kwargs, ham_channels))
         self.align = _conv_gn(ham_channels, channels, num_groups, relu=True)
         self.dropout = nn.Dropout2D(dropout_rate) if dropout_rate > 0 else nn.Identity()
-        self.classifier = nn.Conv2D(channels, num_classes, 1)
-        for layer in self.sublayers():
-            if isinstance(layer, nn.Conv2D):
-                _init_conv_fan_out(layer, std=0.01 if layer is self.classifier else None)
+        self.classifier = conv2d(channels, num_classes, 1, std=0.01)
 
     def forward(self, feats: List[paddle.Tensor]) -> paddle.Tensor:
         size = feats[0].shape[2:]
@@ -602,22 +624,22 @@ def _segnext(backbone: nn.Layer, num_classes: int, width: int, rank: int, pretra
 @MODELS.register
 def segnext_t(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
     """SegNeXt-T: MSCAN-T, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
-    return _segnext(BACKBONES.get("MSCAN_T")(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
+    return _segnext(MSCAN_T(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
 
 
 @MODELS.register
 def segnext_s(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
     """SegNeXt-S: MSCAN-S, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
-    return _segnext(BACKBONES.get("MSCAN_S")(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
+    return _segnext(MSCAN_S(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
 
 
 @MODELS.register
 def segnext_b(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
     """SegNeXt-B: MSCAN-B, official decoder 512 / 512, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
-    return _segnext(BACKBONES.get("MSCAN_B")(pretrained=backbone_pretrained), num_classes, 512, 64, pretrained)
+    return _segnext(MSCAN_B(pretrained=backbone_pretrained), num_classes, 512, 64, pretrained)
 
 
 @MODELS.register
 def segnext_l(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
     """SegNeXt-L: MSCAN-L, official decoder 1024 / 1024, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
-    return _segnext(BACKBONES.get("MSCAN_L")(pretrained=backbone_pretrained), num_classes, 1024, 64, pretrained)
+    return _segnext(MSCAN_L(pretrained=backbone_pretrained), num_classes, 1024, 64, pretrained)
