@@ -8,6 +8,7 @@ are resized to the original resolution.
 import math
 from typing import Iterator, List, Sequence, Tuple
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
@@ -38,12 +39,34 @@ def slide_windows(height: int, width: int, crop: Sequence[int], stride: Sequence
             yield max(bottom - crop_h, 0), bottom, max(right - crop_w, 0), right
 
 
+def _numpy_view(tensor: paddle.Tensor) -> np.ndarray:
+    """The tensor's memory as a NumPy array without a copy where DLPack allows it (CPU)."""
+    try:
+        return np.from_dlpack(tensor)
+    except (AttributeError, BufferError, RuntimeError, TypeError):  # e.g. GPU memory
+        return tensor.numpy()
+
+
+def _tensor_view(array: np.ndarray) -> paddle.Tensor:
+    """A paddle tensor on ``array``'s memory, without a copy where DLPack allows it."""
+    try:
+        return paddle.from_dlpack(array)
+    except (AttributeError, BufferError, RuntimeError, TypeError):
+        return paddle.to_tensor(array)
+
+
+def _float32(logits: paddle.Tensor) -> paddle.Tensor:
+    return logits if logits.dtype == paddle.float32 else logits.astype("float32")
+
+
 @paddle.no_grad()
 def slide_inference(model: nn.Layer, image: paddle.Tensor, crop: Sequence[int], stride: Sequence[int]) -> paddle.Tensor:
     """Logits of ``image`` [1, C, H, W] averaged over overlapping windows (by coverage).
 
-    Each window's logits are added into one [1, K, H, W] buffer in place as soon as they are
-    computed, so at most one window's logits exist besides the buffer.
+    Each window's logits are added into one [1, K, H, W] float32 buffer as soon as they are
+    computed, and the buffer is divided by the coverage in place, so besides the buffer only one
+    window's logits exist. The buffer is a NumPy array: adding into a slice of it makes no
+    temporary copy, where paddle's in-place add on a slice view briefly copies the whole buffer.
 
     Args:
         model: the model, in eval mode.
@@ -53,21 +76,22 @@ def slide_inference(model: nn.Layer, image: paddle.Tensor, crop: Sequence[int], 
     """
     height, width = image.shape[-2:]
     total = None
-    count = paddle.zeros([1, 1, height, width], dtype="float32")
+    count = np.zeros([height, width], dtype=np.float32)
     for top, bottom, left, right in slide_windows(height, width, crop, stride):
-        logits = _main_logits(model, image[:, :, top:bottom, left:right]).astype("float32")
+        logits = _float32(_main_logits(model, image[:, :, top:bottom, left:right]))
         if total is None:
-            total = paddle.zeros([1, logits.shape[1], height, width], dtype="float32")
-        total[:, :, top:bottom, left:right] += logits
-        count[:, :, top:bottom, left:right] += 1.0
+            total = np.zeros([1, logits.shape[1], height, width], dtype=np.float32)
+        total[:, :, top:bottom, left:right] += _numpy_view(logits)
+        count[top:bottom, left:right] += 1.0
         del logits
-    return total.divide_(count)
+    total /= count
+    return _tensor_view(total)
 
 
 def _single(model: nn.Layer, image: paddle.Tensor, cfg: TestConfig) -> paddle.Tensor:
     if cfg.is_slide:
         return slide_inference(model, image, cfg.crop_size, cfg.stride)
-    return _main_logits(model, image).astype("float32")
+    return _float32(_main_logits(model, image))
 
 
 def flip_variants(cfg: TestConfig) -> List[List[int]]:
