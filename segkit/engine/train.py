@@ -298,7 +298,7 @@ class Trainer:
                 clock["batch"] += time.time() - tick
                 clock["n"] += 1
                 if iteration % self.opts.log_iters == 0 or iteration == iters:
-                    self.log(iteration, losses, clock)
+                    self.log(iteration, losses, clock, lr)
                     clock.update(reader=0.0, batch=0.0, n=0)
                 if iteration % self.opts.save_interval == 0 or iteration == iters:
                     self.evaluate_and_save(iteration)
@@ -316,15 +316,14 @@ class Trainer:
         self.loss_log.write(json.dumps(record) + "\n")
         self.loss_log.flush()
 
-    def log(self, iteration: int, losses: Dict, clock: Dict) -> None:
-        """Print PaddleSeg's ``[TRAIN]`` line (rank 0) and write VisualDL scalars."""
+    def log(self, iteration: int, losses: Dict, clock: Dict, lr: float) -> None:
+        """Print PaddleSeg's ``[TRAIN]`` line (rank 0) with the iteration's learning rate, and write VisualDL scalars."""
         if self.rank != 0:
             return
         n = max(clock["n"], 1)
         batch_cost, reader_cost = clock["batch"] / n, clock["reader"] / n
         global_batch = self.cfg.batch_size * self.world * self.opts.accumulate_steps
         epoch = (iteration - 1) // max(len(self.train_set) // global_batch, 1) + 1
-        lr = self.lr.get_lr()
         ips = global_batch / max(batch_cost, 1e-9)
         eta = format_eta((self.cfg.iters - iteration) * batch_cost)
         logger.info(
