@@ -188,6 +188,20 @@ def test_pretrained_backbone_from_zip_and_path(tmp_path):
             assert loaded == (not name.startswith(("spp.", "seghead"))), name
 
 
+def test_pretrained_from_a_segmentation_model_with_other_classes(tmp_path):
+    """CamVid fine-tuning starts from PaddleSeg's 19-class Cityscapes model: all but the classifiers load."""
+    oracle = paddleseg_rtformer.RTFormer(num_classes=19, **SLIM)
+    randomise_like_trained(oracle, 9)
+    path = str(tmp_path / "cityscapes.pdparams")
+    paddle.save(oracle.state_dict(), path)
+    model = rtformer_slim(num_classes=11, pretrained=path)
+    own = model.state_dict()
+    for name, tensor in oracle.state_dict().items():
+        loaded = np.array_equal(own[remap_rtformer_key(name)].numpy(), tensor.numpy())
+        is_classifier = name.startswith(("seghead.conv2.", "seghead_extra.conv2."))  # 19 classes
+        assert loaded == (not is_classifier), name
+
+
 def test_pretrained_is_strict_about_the_backbone(tmp_path):
     oracle = paddleseg_rtformer.RTFormer(num_classes=19, **SLIM)
     state = imagenet_like_checkpoint(oracle)
