@@ -116,9 +116,10 @@ def main() -> None:
         diff = float((main_logits(ours(x)) - main_logits(ref(x))).abs().max())
 
     results = {}
-    for phase, make, mode in (("inference (eval, no_grad)", infer, "eval"), ("train step (fwd+bwd+AdamW)", train_step, "train")):
+    phases = (("inference (eval, no_grad)", infer, False), ("train step (fwd+bwd+AdamW)", train_step, True))
+    for phase, make, training in phases:
         for m in models.values():
-            m.train() if mode == "train" else m.eval()
+            m.train(training)
         timings = {name: [] for name in models}
         for _ in range(args.warmup):
             for name in models:

@@ -232,7 +232,8 @@ def test_all_mlp_head_equals_concat_then_fuse(reverse_concat):
     head.eval()
     rng = np.random.default_rng(9)
     sizes = [(29, 37), (15, 19), (8, 10), (4, 5)]
-    feats = [paddle.to_tensor(rng.normal(size=(2, c, h, w)).astype("float32")) for c, (h, w) in zip([8, 16, 24, 32], sizes)]
+    widths = [8, 16, 24, 32]
+    feats = [paddle.to_tensor(rng.normal(size=(2, c, h, w)).astype("float32")) for c, (h, w) in zip(widths, sizes)]
     embedded = []
     for linear, feat in zip(head.embed, feats):
         y = linear(feat.flatten(2).transpose([0, 2, 1])).transpose([0, 2, 1]).reshape([2, 12, *feat.shape[2:]])

@@ -443,6 +443,9 @@ class SegFormer(SegModel):
         pretrained: whole-model weights (path, URL or zip), PaddleSeg or segkit names. A classifier
             trained for another number of classes is left at its initial values; every other key
             must match.
+
+    ``remap_checkpoint_keys`` knows PaddleSeg's SegFormer and MiT names only; with another backbone,
+    give checkpoints in segkit's names (or that backbone's own remap must run first).
     """
 
     num_outputs = 1
