@@ -221,7 +221,7 @@ class Trainer:
             logits = self.net(images)
         logits = logits if isinstance(logits, (list, tuple)) else [logits]
         total, parts = self.loss(logits, labels)
-        values = paddle.to_tensor([float(total)] + [float(p) for p in parts], dtype="float64")
+        values = paddle.stack([t.reshape([]) for t in [total, *parts]]).detach().astype("float64")
         if self.world > 1:
             # Every rank sees the same (global) loss, so every rank takes the same decision below.
             dist.all_reduce(values)
