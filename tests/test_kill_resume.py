@@ -19,6 +19,7 @@ import paddle
 from conftest import QUICKSTART, ROOT, tiny_opts
 
 from segkit.engine import checkpoints
+from segkit.engine.train import truncate_loss_log
 
 ITERS = 8
 
@@ -130,3 +131,22 @@ def test_sigkill_during_save_and_at_random_then_resume_auto_matches_uninterrupte
                 np.testing.assert_allclose(mine[key], value, rtol=1e-5, atol=1e-6, err_msg=f"{name} {key} (seed {seed})")
             else:
                 assert np.array_equal(mine[key], value), (name, key, seed)
+
+
+def test_interrupted_saves_are_tidied(tmp_path):
+    for name in (".iter_4.tmpab12", ".best_model.oldcd34", "iter_2", ".iter_2.oldef56", ".keep"):
+        os.makedirs(tmp_path / name)
+    (tmp_path / ".best_model.oldcd34" / "model.pdparams").write_text("previous best")
+    done = checkpoints.clean_interrupted(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [".keep", "best_model", "iter_2"]
+    assert (tmp_path / "best_model" / "model.pdparams").read_text() == "previous best"
+    assert len(done) == 3
+
+
+def test_loss_log_is_cut_back_to_the_resumed_iteration(tmp_path):
+    path = tmp_path / "train_log.jsonl"
+    path.write_text("".join(json.dumps({"iter": i, "loss": 1.0 / i}) + "\n" for i in range(1, 6)) + '{"iter": 6, "lo')
+    truncate_loss_log(str(path), 3)
+    assert [json.loads(line)["iter"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    truncate_loss_log(str(path), 0)  # a fresh start
+    assert path.read_text() == ""
