@@ -1,7 +1,10 @@
 """HRViT: golden parity with the official PyTorch code, any input size, the weight converter, counts."""
 
+import io
 import os
+import pickle
 import sys
+import zipfile
 
 import numpy as np
 import paddle
@@ -291,3 +294,95 @@ def test_bad_hyper_parameters_raise_config_errors():
         hrvit.HRViT(depths=((1,), (1, 1), (1, 1, 1)))
     with pytest.raises(ConfigError, match="even width"):
         hrvit.kronecker_factors(33)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading PyTorch checkpoints without PyTorch (tools/convert_weights.read_torch_zip)
+# ----------------------------------------------------------------------------------------------
+
+
+class _TorchName:
+    """Stand-ins pickled under PyTorch's names, so the test writes the format without PyTorch."""
+
+    def __init__(self, module: str, name: str):
+        self.torch_name = (module, name)
+
+    def __call__(self, *args):  # pickle requires a callable reducer; only its name is written
+        raise NotImplementedError
+
+
+class _FakeStorage:
+    def __init__(self, kind: _TorchName, key: str, data: np.ndarray):
+        self.kind, self.key, self.data = kind, key, data
+
+
+class _FakeTensor:
+    REBUILD = _TorchName("torch._utils", "_rebuild_tensor_v2")
+
+    def __init__(self, storage: _FakeStorage, offset: int, size, stride):
+        self.args = (storage, offset, tuple(size), tuple(stride), False, _TorchName("collections", "OrderedDict"))
+
+    def __reduce__(self):
+        return self.REBUILD, self.args
+
+
+class _FakeTorchPickler(pickle._Pickler):
+    """Writes GLOBAL records for the stand-ins and ('storage', type, key, 'cpu', numel) ids, as torch.save does."""
+
+    def save(self, obj, save_persistent_id=True):
+        if isinstance(obj, _TorchName):
+            self.write(pickle.GLOBAL + f"{obj.torch_name[0]}\n{obj.torch_name[1]}\n".encode())
+            return
+        super().save(obj, save_persistent_id)
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _FakeStorage):
+            return ("storage", obj.kind, obj.key, "cpu", obj.data.size)
+        return None
+
+
+def write_fake_torch_checkpoint(path: str, obj, storages) -> None:
+    buffer = io.BytesIO()
+    _FakeTorchPickler(buffer, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("ckpt/data.pkl", buffer.getvalue())
+        archive.writestr("ckpt/byteorder", "little")
+        archive.writestr("ckpt/version", "3\n")
+        for storage in storages:
+            archive.writestr(f"ckpt/data/{storage.key}", storage.data.astype(storage.data.dtype.newbyteorder("<")).tobytes())
+
+
+def test_torch_checkpoints_are_read_without_torch(tmp_path):
+    rng = np.random.default_rng(0)
+    floats = _FakeStorage(_TorchName("torch", "FloatStorage"), "0", rng.normal(size=24).astype("float32"))
+    halves = _FakeStorage(_TorchName("torch", "HalfStorage"), "1", rng.normal(size=6).astype("float16"))
+    bf16_values = np.array([1.5, -2.25, 3.0], dtype="float32")
+    bf16 = _FakeStorage(_TorchName("torch", "BFloat16Storage"), "2", (bf16_values.view("uint32") >> 16).astype("uint16"))
+    longs = _FakeStorage(_TorchName("torch", "LongStorage"), "3", np.array([7], dtype="int64"))
+    state = {
+        # a transposed view with an offset into a shared storage: (3, 4) with strides (1, 3) from 6
+        "backbone.features.1.branches.0.0.attn.to_qkv.weight": _FakeTensor(floats, 6, (3, 4), (1, 3)),
+        "backbone.stem.conv1.bias": _FakeTensor(floats, 0, (6,), (1,)),
+        "decode_head.conv_seg.bias": _FakeTensor(halves, 0, (2, 3), (3, 1)),
+        "other.bf16": _FakeTensor(bf16, 0, (3,), (1,)),
+        "backbone.stem.bn1.num_batches_tracked": _FakeTensor(longs, 0, (), ()),
+    }
+    meta = _TorchName("mmcv.utils.config", "ConfigDict")  # an arbitrary class: must not be imported
+    path = str(tmp_path / "mmseg.pth")
+    write_fake_torch_checkpoint(path, {"meta": {"config": meta, "iter": 160000}, "state_dict": state},
+                                [floats, halves, bf16, longs])
+
+    got = convert_weights.read_torch_zip(path)
+    assert set(got) == set(state)
+    expected = np.lib.stride_tricks.as_strided(floats.data[6:], (3, 4), (4, 12))
+    np.testing.assert_array_equal(got["backbone.features.1.branches.0.0.attn.to_qkv.weight"], expected)
+    np.testing.assert_array_equal(got["backbone.stem.conv1.bias"], floats.data[:6])
+    assert got["decode_head.conv_seg.bias"].dtype == np.float16
+    np.testing.assert_array_equal(got["decode_head.conv_seg.bias"], halves.data.reshape(2, 3))
+    np.testing.assert_array_equal(got["other.bf16"], bf16_values)
+    assert got["backbone.stem.bn1.num_batches_tracked"].shape == () and int(got["backbone.stem.bn1.num_batches_tracked"]) == 7
+
+    with pytest.raises(CheckpointError, match="zip-format"):
+        not_zip = tmp_path / "old.pth"
+        not_zip.write_bytes(b"\x80\x02legacy")
+        convert_weights.read_torch_zip(str(not_zip))
