@@ -151,10 +151,17 @@ def test_ema_checkpoints_and_evaluation_use_the_average(root, tmp_path, monkeypa
         np.testing.assert_array_equal(final[key], w2[key])  # and the trained weights were put back
 
 
+def cast_state_to_float32(state):
+    """What paddle.amp.decorate(..., save_dtype="float32") hooks onto an O2 model's state_dict (on GPUs)."""
+    for key in state:
+        state[key] = state[key].astype("float32")
+
+
 def test_ema_keeps_a_float32_average_of_a_half_precision_model():
     model = paddle.nn.Linear(3, 2)
     ema = ModelEMA(model, decay=0.5)
     model.to(dtype="float16")
+    model.register_state_dict_hook(cast_state_to_float32)
     with paddle.no_grad():
         model.weight.set_value(paddle.ones([3, 2], dtype="float16"))
     ema.update(model)

@@ -9,6 +9,14 @@ from paddle import nn
 FLOATING = (paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64)
 
 
+def _live_tensors(model: nn.Layer) -> Dict[str, paddle.Tensor]:
+    """The model's parameters and buffers by state-dict name, as they are (``state_dict()`` may run
+    hooks, e.g. the float32 cast that ``paddle.amp.decorate(save_dtype=...)`` adds)."""
+    tensors = dict(model.named_buffers())
+    tensors.update(model.named_parameters())
+    return tensors
+
+
 class ModelEMA:
     """Keeps ``ema = decay * ema + (1 - decay) * weights`` for every floating-point tensor of a model.
 
@@ -30,9 +38,9 @@ class ModelEMA:
     @paddle.no_grad()
     def update(self, model: nn.Layer) -> None:
         """Fold the model's current weights into the average."""
-        for key, value in model.state_dict().items():
-            if key in self.shadow:
-                self.shadow[key] = self.decay * self.shadow[key] + (1.0 - self.decay) * value.astype("float32")
+        live = _live_tensors(model)
+        for key, average in self.shadow.items():
+            self.shadow[key] = self.decay * average + (1.0 - self.decay) * live[key].astype("float32")
 
     def state_dict(self) -> Dict[str, paddle.Tensor]:
         """The averaged weights, in the model's key names (loadable as a model checkpoint)."""
@@ -45,11 +53,15 @@ class ModelEMA:
 
     @contextlib.contextmanager
     def applied(self, model: nn.Layer):
-        """Temporarily load the averaged weights into ``model`` (for evaluation)."""
-        current = {k: v for k, v in model.state_dict().items() if k in self.shadow}
-        backup = {k: v.detach().clone() for k, v in current.items()}
-        model.set_state_dict({k: self.shadow[k].astype(v.dtype) for k, v in current.items()})
+        """Temporarily load the averaged weights into ``model`` (for evaluation), each in its own dtype."""
+        live = _live_tensors(model)
+        backup = {k: live[k].detach().clone() for k in self.shadow}
+        with paddle.no_grad():
+            for key, average in self.shadow.items():
+                live[key].set_value(average.astype(live[key].dtype))
         try:
             yield model
         finally:
-            model.set_state_dict(backup)
+            with paddle.no_grad():
+                for key, value in backup.items():
+                    live[key].set_value(value)
