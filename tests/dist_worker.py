@@ -29,7 +29,8 @@ class TinySegNet(SegModel):
     def __init__(self, num_classes: int, pretrained: Optional[str] = None):
         super().__init__()
         self.num_classes = num_classes
-        self.backbone = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2D(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.backbone = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2D(8, 8, 3, stride=2, padding=1), nn.ReLU())
         self.head = nn.Conv2D(8, num_classes, 1)
 
     def forward(self, x: paddle.Tensor):

@@ -179,10 +179,11 @@ class Trainer:
         if self.opts.precision == "fp32":
             return
         if not self.amp:
+            skipping = " (steps whose gradients are not finite are still skipped and counted)"
             logger.warning(
                 f"--precision {self.opts.precision}: Paddle's mixed precision acts on GPU, XPU and custom devices "
                 f"only; this run is on {paddle.get_device()}, so it computes in float32"
-                + (" (steps whose gradients are not finite are still skipped and counted)." if self.opts.precision == "fp16" else ".")
+                f"{skipping if self.opts.precision == 'fp16' else ''}."
             )
         elif self.opts.precision == "bf16" and not paddle.amp.is_bfloat16_supported():
             raise ConfigError(
