@@ -3,6 +3,7 @@
 Run as a script (alone or under ``python -m paddle.distributed.launch``) it registers
 ``TinySegNet``, trains with the tools/train.py command line it is given and saves each rank's
 final weights to ``save_dir/rank<R>.pdparams``, so a test can compare the ranks.
+``SEGKIT_TEST_NAN_AT=<rank>:<iteration>`` makes that rank's loss NaN at that iteration.
 """
 
 import os
@@ -78,6 +79,18 @@ loss:
     return path
 
 
+def poison_loss(trainer, iteration: int) -> None:
+    """Make this process's loss NaN at ``iteration`` (one loss call per iteration without accumulation)."""
+    real, calls = trainer.loss, {"n": 0}
+
+    def loss(logits, label):
+        calls["n"] += 1
+        total, parts = real(logits, label)
+        return (total * float("nan"), parts) if calls["n"] == iteration else (total, parts)
+
+    trainer.loss = loss
+
+
 def main(argv) -> None:
     import train as train_tool
 
@@ -85,6 +98,10 @@ def main(argv) -> None:
 
     MODELS.register(TinySegNet)
     trainer = train_tool.build_trainer(argv)
+    if os.environ.get("SEGKIT_TEST_NAN_AT"):
+        rank, iteration = map(int, os.environ["SEGKIT_TEST_NAN_AT"].split(":"))
+        if trainer.rank == rank:
+            poison_loss(trainer, iteration)
     trainer.train()
     paddle.save(trainer.model.state_dict(), os.path.join(trainer.opts.save_dir, f"rank{trainer.rank}.pdparams"))
 

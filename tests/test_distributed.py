@@ -4,6 +4,8 @@ Two ranks with batch 2 each must end where one process with batch 4 ends: same s
 augmentation, gradients averaged over ranks. AdamW with custom_cfg parameter groups (head lr x10,
 no decay on biases) and global-norm clipping is used, and EMA weights are kept and evaluated, so
 these are checked across ranks too. The validation set has an odd number of images (5).
+Both runs use ``--precision fp16`` (float32 numerics on CPU, with the skip of non-finite steps) and
+the loss turns NaN at iteration 2 on one rank only: every rank must skip that step.
 """
 
 import json
@@ -34,7 +36,7 @@ ITERS = 4
 
 def train_command(config, save_dir, batch_size):
     return [os.path.join(HERE, "dist_worker.py"), "--config", config, "--save_dir", save_dir, "--batch_size", str(batch_size),
-            "--save_interval", "2", "--log_iters", "1", "--do_eval", "--use_ema", "--ema_decay", "0.5"]
+            "--save_interval", "2", "--log_iters", "1", "--do_eval", "--use_ema", "--ema_decay", "0.5", "--precision", "fp16"]
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +48,15 @@ def runs(tmp_path_factory):
     root = str(tmp / "scenes")
     generate(root, splits={"train": (8, 0), "val": (5, 100_000)})
     config = write_tiny_config(str(tmp / "tiny.yml"), root, OPTIMIZER, iters=ITERS)
-    env = dict(os.environ, PYTHONPATH=ROOT)
     two = str(tmp / "two")
     one = str(tmp / "one")
     launcher = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp / "log")]
+    commands = {"two": launcher + train_command(config, two, 2), "one": [sys.executable] + train_command(config, one, 4)}
+    nan_at = {"two": "1:2", "one": "0:2"}  # rank:iteration
     procs = {
-        "two": subprocess.Popen(launcher + train_command(config, two, 2), env=env, cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
-        "one": subprocess.Popen([sys.executable] + train_command(config, one, 4), env=env, cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True),
+        name: subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=ROOT, SEGKIT_TEST_NAN_AT=nan_at[name]), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, command in commands.items()
     }
     outputs = {name: proc.communicate(timeout=240)[0] for name, proc in procs.items()}
     logs = {}
@@ -96,8 +98,17 @@ def test_two_processes_match_one_process_with_the_global_batch(runs):
     # The logged loss is the mean over ranks: the loss of the global batch.
     two_log, one_log = read_log(runs["two"]), read_log(runs["one"])
     assert [r["iter"] for r in two_log] == list(range(1, ITERS + 1))
-    np.testing.assert_allclose([r["loss"] for r in two_log], [r["loss"] for r in one_log], rtol=1e-5)
+    np.testing.assert_allclose([r["loss"] for r in two_log], [r["loss"] for r in one_log], rtol=1e-5)  # NaN == NaN here
     np.testing.assert_allclose([r["lr"] for r in two_log], [r["lr"] for r in one_log], rtol=1e-12)
+
+
+def test_a_nan_on_one_rank_makes_every_rank_skip_the_step(runs):
+    for name in ("two", "one"):
+        log = read_log(runs[name])
+        assert [r["skipped_steps"] for r in log] == [0, 1, 1, 1], name
+        assert np.isnan(log[1]["loss"]) and np.isfinite(log[2]["loss"])
+    # The ranks stayed identical (test_ranks_hold_identical_parameters) and match the single
+    # process, which skipped the same step.
 
 
 def test_distributed_evaluation_counts_every_image_once(runs):
