@@ -18,6 +18,7 @@ import paddle
 import pytest
 from dist_worker import HERE, ROOT, write_tiny_config
 
+from segkit.engine.sampler import TrainSampler
 from segkit.engine.train import convert_sync_bn
 from segkit.errors import ConfigError
 
@@ -133,3 +134,14 @@ def test_sync_bn_conversion():
     assert isinstance(converted[1], paddle.nn.SyncBatchNorm)
     with pytest.raises(ConfigError, match="SyncBatchNorm runs on GPUs only"):
         convert_sync_bn(model, 2, "cpu")
+
+
+def test_ranks_split_each_global_batch_and_reshuffle_every_epoch():
+    single = TrainSampler(10, 4, seed=3)
+    ranks = [TrainSampler(10, 2, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    assert len(single) == 2  # 10 samples, global batch 4, last partial batch dropped
+    for iteration in range(6):
+        assert ranks[0].batch(iteration) + ranks[1].batch(iteration) == single.batch(iteration)
+    epochs = [[i for it in range(e * 2, e * 2 + 2) for _, i in single.batch(it)] for e in range(3)]
+    assert all(len(set(order)) == 8 for order in epochs)  # no sample twice in an epoch
+    assert epochs[0] != epochs[1] != epochs[2]  # a new order every epoch
