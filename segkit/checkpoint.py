@@ -217,6 +217,7 @@ def atomic_save_dir(target: str, files: Dict[str, object]) -> None:
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".tmp", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; checkpoints are ordinary folders
     for name, obj in files.items():
         paddle.save(obj, os.path.join(tmp, name))
     old = None

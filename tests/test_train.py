@@ -24,7 +24,7 @@ def test_training_writes_checkpoints_best_model_and_config(scenes_root, tmp_path
                            do_eval=True, save_interval=2, keep_checkpoint_max=1)
     state = trainer.train()
     assert state["iter"] == 4
-    assert sorted(os.listdir(tmp_path)) == ["best_model", "config.yml", "iter_4"]  # iter_2 pruned
+    assert sorted(os.listdir(tmp_path)) == ["best_model", "config.yml", "iter_4", "train_log.jsonl"]  # iter_2 pruned
     for name in checkpoints.FILES:
         assert os.path.isfile(tmp_path / "iter_4" / name)
     assert os.path.isfile(tmp_path / "best_model" / "metrics.json")

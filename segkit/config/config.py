@@ -82,6 +82,7 @@ SCHEMA = {
     "model": dict,
     "test_config": dict,
     "export": dict,
+    "sync_bn": bool,
 }
 
 
@@ -129,7 +130,7 @@ class Config:
                         f"{key}: unknown top-level key.{did_you_mean(key, SCHEMA)} Valid keys: {', '.join(SCHEMA)}.",
                         key=key,
                     )
-                if not isinstance(value, SCHEMA[key]) or isinstance(value, bool):
+                if not isinstance(value, SCHEMA[key]) or (isinstance(value, bool) and SCHEMA[key] is not bool):
                     raise ConfigError(f"{key}: expected {SCHEMA[key].__name__}, got {value!r}.", key=key)
             for key in ("batch_size", "iters"):
                 if key in self.data and self.data[key] <= 0:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from segkit.datasets.base import Dataset
+from segkit.errors import DatasetError
 from segkit.registry import DATASETS
 
 SCENE_CLASSES = ["ground", "sky", "disc", "box", "triangle", "pole"]
@@ -139,6 +140,8 @@ class EmbeddedScenes(Dataset):
     PALETTE = SCENE_PALETTE
 
     def __init__(self, mode: str, transforms: list, dataset_root: str = "data/embedded_scenes"):
+        if not dataset_root:
+            raise DatasetError("EmbeddedScenes.dataset_root is empty; give the folder to generate the dataset into.")
         generate(dataset_root)
         super().__init__(
             mode=mode,

@@ -143,7 +143,7 @@ class Trainer:
         paddle.seed(options.seed)
         np.random.seed(options.seed)
         self.model = cfg.build_model()
-        # A top-level ``sync_bn: true`` in the config (once the schema has the key) asks for the same.
+        # A top-level ``sync_bn: true`` in the config asks for the same.
         if options.sync_bn or cfg.data.get("sync_bn", False):
             self.model = convert_sync_bn(self.model, self.world, paddle.get_device())
         self.train_set = cfg.build_dataset("train")
