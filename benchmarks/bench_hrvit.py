@@ -107,7 +107,7 @@ def bench_official(path: str, args) -> Optional[List[str]]:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-        float(loss)
+        loss.item()
 
     params = sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6
     return ["HRViT-b1 backbone (official)", f"torch {torch.__version__}", f"{params:.2f}",

@@ -73,10 +73,12 @@ class DropPath(nn.Layer):
 
 
 def to_nchw(x: paddle.Tensor) -> paddle.Tensor:
+    """(B, H, W, C) tokens -> (B, C, H, W) maps, for convolutions."""
     return x.transpose([0, 3, 1, 2])
 
 
 def to_nhwc(x: paddle.Tensor) -> paddle.Tensor:
+    """(B, C, H, W) maps -> (B, H, W, C) tokens, for norms and linears."""
     return x.transpose([0, 2, 3, 1])
 
 
@@ -298,7 +300,10 @@ class CrossShapedAttention(nn.Layer):
 
 
 def kronecker_factors(width: int) -> Tuple[int, int]:
-    """The (k, p) of the DES shortcut: p = 2**ceil(log2(width) / 2) (rounded down log), k = width // p."""
+    """The (k, p) of the DES shortcut: with e = floor(log2(width)), p = 2**(e - e // 2), k = width // p.
+
+    Upstream's rule: 32 -> (4, 8), 48 -> (6, 8), 240 -> (15, 16), 512 -> (16, 32).
+    """
     if width % 2:
         raise ConfigError(f"HRViT DES shortcut needs an even width, got {width}.")
     exponent = int(math.log2(width))
@@ -430,11 +435,10 @@ class HRViT(nn.Layer):
 
     Args:
         widths: branch widths at strides 4, 8, 16, 32.
-        depths: blocks per branch for each of the six stages.
+        depths: blocks per branch for each stage; a stage with one more entry opens a new branch.
         head_dim: channels per attention head.
         windows: stripe width per branch.
         mlp_ratios: MixCFN expansion per branch.
-        new_branch_stages: for each branch after the first, the stage (0-based) that opens it.
         stem_channels: width after the stem.
         in_channels: image channels.
         drop_path_rate: stochastic depth, growing linearly over the blocks up to this value.
@@ -476,7 +480,7 @@ class HRViT(nn.Layer):
         self.stem = ConvStem(in_channels, stem_channels)
         # Each stage's blocks j share one drop-path rate; the rates grow over the deepest branch.
         total = sum(max(d) for d in depths)
-        rates = np.linspace(0.0, drop_path_rate, total).tolist() if total > 1 else [0.0] * total
+        rates = np.linspace(0.0, drop_path_rate, total).tolist()
         self.stages = nn.LayerList()
         current, start = [stem_channels], 0
         for stage_depths in depths:
