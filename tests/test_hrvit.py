@@ -386,3 +386,54 @@ def test_torch_checkpoints_are_read_without_torch(tmp_path):
         not_zip = tmp_path / "old.pth"
         not_zip.write_bytes(b"\x80\x02legacy")
         convert_weights.read_torch_zip(str(not_zip))
+
+
+# ----------------------------------------------------------------------------------------------
+# Shipped configs: the official recipes
+# ----------------------------------------------------------------------------------------------
+
+CONFIG_DIR = os.path.join(ROOT, "configs", "hrvit")
+OFFICIAL_RECIPES = {  # file -> (backbone, drop path, head width, classes, head lr x10, slide test)
+    "hrvit_b1_ade20k_512x512_160k.yml": ("HRViT_b1", 0.1, 256, 150, True, False),
+    "hrvit_b2_ade20k_512x512_160k.yml": ("HRViT_b2", 0.2, 256, 150, True, False),
+    "hrvit_b3_ade20k_512x512_160k.yml": ("HRViT_b3", 0.3, 768, 150, False, False),
+    "hrvit_b1_cityscapes_1024x1024_160k.yml": ("HRViT_b1", 0.15, 256, 19, True, True),
+    "hrvit_b2_cityscapes_1024x1024_160k.yml": ("HRViT_b2", 0.2, 256, 19, True, True),
+    "hrvit_b3_cityscapes_1024x1024_160k.yml": ("HRViT_b3", 0.3, 768, 19, True, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_RECIPES))
+def test_configs_follow_the_official_recipes(name):
+    from segkit.config import load_config
+
+    backbone, drop_path, width, classes, head_x10, slide = OFFICIAL_RECIPES[name]
+    cfg = load_config(os.path.join(CONFIG_DIR, name), [])
+    model = cfg.data["model"]
+    assert model["type"] == "HRViTSegFormer" and model["embedding_dim"] == width
+    assert model["backbone"] == {"type": backbone, "drop_path_rate": drop_path}
+    assert cfg.num_classes() == classes and cfg.iters == 160000
+    optimizer, schedule = cfg.data["optimizer"], cfg.data["lr_scheduler"]
+    assert optimizer["type"] == "AdamW" and optimizer["weight_decay"] == 0.01
+    rules = {rule["name"]: rule for rule in optimizer["custom_cfg"]}
+    assert rules["norm"]["weight_decay_mult"] == 0.0
+    assert ("head" in rules and rules["head"]["lr_mult"] == 10.0) == head_x10
+    assert (schedule["learning_rate"], schedule["power"], schedule["warmup_iters"]) == (6e-5, 1.0, 1500)
+    test = cfg.test_config()
+    assert test.is_slide == slide
+    if slide:
+        assert test.crop_size == [1024, 1024] and test.stride == [768, 768]
+
+
+def test_b1_config_builds_the_recipe_parameter_groups():
+    from segkit.config import load_config
+
+    cfg = load_config(os.path.join(CONFIG_DIR, "hrvit_b1_cityscapes_1024x1024_160k.yml"), [])
+    model = cfg.build_model()
+    assert isinstance(model, hrvit.HRViTSegFormer) and trainable_count(model) == REFERENCE_PARAMS["b1"][1]
+    groups = cfg.build_optimizer(model, cfg.build_lr_scheduler())._param_groups
+    by_rate = {(g["learning_rate"], g["weight_decay"]): len(g["params"]) for g in groups}
+    head = [p for p in model.head.parameters() if not p.stop_gradient]
+    layer_norms = [p for layer in model.sublayers() if isinstance(layer, paddle.nn.LayerNorm) for p in layer.parameters()]
+    assert by_rate[(10.0, 0.01)] == len(head)
+    assert by_rate[(1.0, 0.0)] == len(layer_norms)  # the attention BatchNorm keeps its decay, as upstream
