@@ -76,9 +76,11 @@ def child(args) -> None:
     from segkit.config import TestConfig
     from segkit.datasets.base import Dataset
     from segkit.datasets.cityscapes import CLASS_NAMES
-    from segkit.engine.evaluate import evaluate
+    from segkit.engine.evaluate import evaluate, return_large_buffers_to_os
     from segkit.registry import MODELS
 
+    if not args.glibc_default:
+        return_large_buffers_to_os()  # as tools/val.py does
     paddle.seed(0)
     model = MODELS.get(args.model)(num_classes=NUM_CLASSES)
     model.eval()
@@ -101,9 +103,9 @@ def child(args) -> None:
                       "peak_mib": peak, "base_mib": base}))
 
 
-def run_child(model: str, mode: str, root: str, list_path: str) -> dict:
+def run_child(model: str, mode: str, root: str, list_path: str, glibc_default: bool) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--model", model, "--mode", mode, "--root", root,
-           "--list", list_path]
+           "--list", list_path] + (["--glibc_default"] if glibc_default else [])
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
@@ -116,6 +118,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["rtformer_slim", "segformer_b0"])
     parser.add_argument("--images", type=int, nargs="+", default=[2, 5], help="image counts to evaluate")
     parser.add_argument("--modes", nargs="+", default=["whole", "slide"], choices=["whole", "slide"])
+    parser.add_argument("--glibc_default", action="store_true",
+                        help="keep glibc's adaptive mmap threshold (what a plain library call gets)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -129,18 +133,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         lists = {n: generate(root, n) for n in sorted(set(args.images))}
         print(f"{WIDTH}x{HEIGHT} images, {NUM_CLASSES} classes; slide windows {CROP[0]}x{CROP[1]} stride "
-              f"{STRIDE[0]}x{STRIDE[1]}; {os.cpu_count()} CPU cores; one fresh process per row")
+              f"{STRIDE[0]}x{STRIDE[1]}; {os.cpu_count()} CPU cores; one fresh process per row; "
+              f"glibc mmap threshold: {'adaptive (default)' if args.glibc_default else 'fixed 128 KiB, as val.py'}")
         header = f"{'model':<14} {'mode':<22} {'images':>6} {'peak RSS MiB':>13} {'after build MiB':>16} {'s/image':>8}"
         print(header + "\n" + "-" * len(header))
         rows = []
         for model in args.models:
-            reference = run_child(model, "forward", root, lists[min(lists)])
+            reference = run_child(model, "forward", root, lists[min(lists)], args.glibc_default)
             rows.append(reference)
             print(f"{model:<14} {'forward ' + f'{CROP[0]}x{CROP[1]}':<22} {1:>6} {reference['peak_mib']:>13.0f} "
                   f"{reference['base_mib']:>16.0f} {reference['seconds']:>8.1f}", flush=True)
             for mode in args.modes:
                 for n in sorted(lists):
-                    row = run_child(model, mode, root, lists[n])
+                    row = run_child(model, mode, root, lists[n], args.glibc_default)
                     rows.append(row)
                     print(f"{model:<14} {mode + ' eval':<22} {n:>6} {row['peak_mib']:>13.0f} {row['base_mib']:>16.0f} "
                           f"{row['seconds'] / n:>8.1f}", flush=True)

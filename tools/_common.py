@@ -35,7 +35,9 @@ def add_test_args(parser: argparse.ArgumentParser, aug_flag: str) -> None:
     parser.add_argument("--is_slide", action="store_true", help="sliding-window inference (needs --crop_size and --stride)")
     parser.add_argument("--crop_size", type=int, nargs=2, metavar=("W", "H"), help="window size for --is_slide")
     parser.add_argument("--stride", type=int, nargs=2, metavar=("W", "H"), help="window step for --is_slide")
-    parser.add_argument(f"--{aug_flag}", dest="aug_eval", action="store_true",
+    # predict.py also takes --aug_eval, the name the test_config key and its messages use.
+    names = [f"--{aug_flag}"] + (["--aug_eval"] if aug_flag != "aug_eval" else [])
+    parser.add_argument(*names, dest="aug_eval", action="store_true",
                         help="test-time augmentation: average softmax over --scales and flips")
     parser.add_argument("--scales", type=float, nargs="+", help=f"image scales for --{aug_flag}, e.g. 0.75 1.0 1.25")
     parser.add_argument("--flip_horizontal", action="store_true", help=f"add horizontally flipped copies (with --{aug_flag})")
@@ -83,11 +85,7 @@ def test_config_from_args(cfg, args):
             f"--is_slide needs a window size and step, but {missing} {'is' if ' and ' not in missing else 'are'} "
             "missing (neither given nor in test_config). Add e.g. --crop_size 1024 512 --stride 768 384."
         )
-    try:
-        return merged.check(where="test_config")
-    except ConfigError as exc:
-        # The config's own keys are inconsistent; name this tool's flag for the fix.
-        raise ConfigError(str(exc).replace("--aug_eval", aug)) from None
+    return merged.check(where="test_config")
 
 
 def build_model_for_inference(cfg, model_path: str):

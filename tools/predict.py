@@ -7,6 +7,7 @@ from _common import add_config_args, add_test_args, build_model_for_inference, r
 
 from segkit.config import load_config
 from segkit.datasets.base import build_transforms, default_palette
+from segkit.engine.evaluate import return_large_buffers_to_os
 from segkit.engine.predict import collect_images, match_labels, predict
 from segkit.registry import DATASETS
 from segkit.transforms import Compose
@@ -45,6 +46,7 @@ def main(argv=None):
     parser.add_argument("--label_path", help="with --side_by_side: a label file (one image) or a folder of labels "
                         "named like the images, in training ids")
     args = parser.parse_args(argv)
+    return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
     if args.label_path and not args.side_by_side:
         parser.error("--label_path is only used by --side_by_side; add --side_by_side or drop --label_path")
     cfg = load_config(args.config, args.opts)

@@ -7,7 +7,7 @@ import paddle
 from _common import add_config_args, add_test_args, build_model_for_inference, run_cli, test_config_from_args
 
 from segkit.config import load_config
-from segkit.engine.evaluate import evaluate, write_reports
+from segkit.engine.evaluate import evaluate, return_large_buffers_to_os, write_reports
 
 
 def main(argv=None):
@@ -16,6 +16,7 @@ def main(argv=None):
     add_test_args(parser, aug_flag="aug_eval")
     parser.add_argument("--save_dir", default="output/eval", help="where metrics.json and the other reports go")
     args = parser.parse_args(argv)
+    return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
     cfg = load_config(args.config, args.opts)
     test_cfg = test_config_from_args(cfg, args)
     dataset = cfg.build_dataset("val")
