@@ -6,17 +6,17 @@ import numpy as np
 import paddle
 import pytest
 
+import paddleseg.models.backbones.mscan as ps_mscan  # the oracle (test-only dependency)
+import paddleseg.models.segnext as ps_segnext
+
 import segkit.models  # noqa: F401  (registers the models)
 from segkit.checkpoint import load_weights
 from segkit.errors import ConfigError
 from segkit.models.segnext import SegNeXt, remap_checkpoint_keys
 from segkit.registry import BACKBONES, MODELS, build
 
-ps_segnext = pytest.importorskip("paddleseg.models.segnext")
-ps_mscan = pytest.importorskip("paddleseg.models.backbones.mscan")
-
-PADDLESEG_HEAD = {"channels": 256, "ham_channels": 256, "ham_kwargs": {"MD_R": 16}}
 ROOT = Path(__file__).resolve().parents[1]
+PADDLESEG_HEAD = {"channels": 256, "ham_channels": 256, "ham_kwargs": {"MD_R": 16}}
 OFFICIAL_B_HEAD = {"channels": 512, "ham_channels": 512, "ham_kwargs": {"MD_R": 64}}
 
 
