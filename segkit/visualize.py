@@ -167,20 +167,37 @@ def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str
     return canvas
 
 
+IGNORED_COLOUR = (255, 255, 255)  # pixels that are no class (the ignore index): white, as no palette's class 0 is
+
+
 def colour_label(ids: np.ndarray, palette: np.ndarray, num_classes: int) -> np.ndarray:
-    """RGB image of class ids; ids outside [0, num_classes) (e.g. the ignore index) are black."""
+    """RGB image of class ids; ids outside [0, num_classes) (e.g. the ignore index) are white."""
     ids = np.asarray(ids).astype(np.int64)
     rgb = palette[np.clip(ids, 0, 255)].copy()
-    rgb[(ids < 0) | (ids >= num_classes)] = 0
+    rgb[(ids < 0) | (ids >= num_classes)] = IGNORED_COLOUR
     return rgb
 
 
-def _fit(image: np.ndarray, max_width: int, nearest: bool) -> np.ndarray:
+def _fit(image: np.ndarray, min_width: int, max_width: int, nearest: bool) -> np.ndarray:
+    """Scale ``image`` so its width lies in [min_width, max_width] (small images grow by whole factors)."""
     h, w = image.shape[:2]
-    if w <= max_width:
+    if w < min_width:
+        factor = -(-min_width // w)
+        size = (w * factor, h * factor)
+    elif w > max_width:
+        size = (max_width, max(1, round(h * max_width / w)))
+    else:
         return image
-    size = (max_width, max(1, round(h * max_width / w)))
     return np.asarray(Image.fromarray(image).resize(size, Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def _fitting_font(draw, text: str, width: int, largest: int = 18, smallest: int = 9):
+    """The largest font (down to ``smallest``) in which ``text`` fits ``width`` pixels."""
+    for size in range(largest, smallest - 1, -1):
+        typeface = font(size)
+        if _text_size(draw, text, typeface)[0] <= width:
+            return typeface
+    return font(smallest)
 
 
 def side_by_side(
@@ -189,6 +206,7 @@ def side_by_side(
     present: Sequence[int],
     class_names: Sequence[str],
     palette: np.ndarray,
+    min_panel_width: int = 320,
     max_panel_width: int = 1024,
 ) -> Image.Image:
     """Panels (RGB arrays of one size) next to each other with titles, and a legend of ``present`` classes.
@@ -199,17 +217,20 @@ def side_by_side(
         present: the class ids to list in the legend (those in the prediction or label).
         class_names: names of all classes.
         palette: [256, 3] colour table.
-        max_panel_width: panels wider than this are shrunk (class maps by nearest neighbour).
+        min_panel_width: narrower panels are enlarged by a whole factor, so titles and details stay legible.
+        max_panel_width: wider panels are shrunk (class maps always by nearest neighbour).
     """
     from PIL import ImageDraw
 
-    shrunk = [_fit(p, max_panel_width, nearest=i > 0) for i, p in enumerate(panels)]
+    shrunk = [_fit(p, min_panel_width, max_panel_width, nearest=i > 0) for i, p in enumerate(panels)]
     ph, pw = shrunk[0].shape[:2]
-    title_font, legend_font = font(18), font(14)
+    legend_font = font(14)
     gap, title_h, swatch, line_h = 8, 28, 16, 22
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     entries = [f"{c} {class_names[c]}" for c in present]
-    legend_w = max([_text_size(measure, s, legend_font)[0] for s in entries] + [60]) + swatch + 3 * gap
+    heading = "classes present"
+    legend_w = max([_text_size(measure, s, legend_font)[0] + swatch + gap for s in entries]
+                   + [_text_size(measure, heading, font(18))[0]]) + 2 * gap
     legend_rows = max(1, (ph + title_h) // line_h - 1)  # entries per legend column
     legend_cols = max(1, -(-len(entries) // legend_rows))
     width = len(shrunk) * (pw + gap) + gap + legend_cols * legend_w
@@ -218,9 +239,9 @@ def side_by_side(
     for i, (panel, title) in enumerate(zip(shrunk, titles)):
         x = gap + i * (pw + gap)
         canvas.paste(Image.fromarray(panel), (x, title_h))
-        draw.text((x, 4), title, fill="black", font=title_font)
+        draw.text((x, 4), title, fill="black", font=_fitting_font(draw, title, pw))
     x0 = len(shrunk) * (pw + gap) + gap
-    draw.text((x0, 4), "classes present", fill="black", font=title_font)
+    draw.text((x0, 4), heading, fill="black", font=font(18))
     for k, (cls, text) in enumerate(zip(present, entries)):
         x = x0 + (k // legend_rows) * legend_w
         y = title_h + (k % legend_rows) * line_h

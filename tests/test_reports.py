@@ -20,7 +20,7 @@ from segkit.engine.evaluate import REPORT_FILES, write_reports
 from segkit.engine.predict import match_labels
 from segkit.errors import ConfigError, DatasetError
 from segkit.metrics import metrics_from_confusion
-from segkit.visualize import confusion_heatmap, ramp_colours
+from segkit.visualize import colour_label, confusion_heatmap, ramp_colours
 
 NAMES = ["ground", "sky", "disc", "box", "triangle", "pole"]
 SCENE_PALETTE = [[128, 100, 64], [70, 130, 180], [220, 20, 60], [250, 170, 30], [153, 50, 204], [0, 200, 120]]
@@ -147,21 +147,28 @@ def test_predict_side_by_side_with_labels_and_legend(tiny, tmp_path):
     predict_tool.main(["--config", tiny["config"], "--model_path", tiny["weights"], "--image_path", str(images),
                        "--save_dir", str(out), "--side_by_side", "--label_path", str(tmp_path / "labels")])
     assert sorted(os.listdir(out)) == ["added_prediction", "pseudo_color_prediction", "side_by_side"]
-    panel = Image.open(out / "side_by_side" / "0000.png").convert("RGB")
-    assert panel.width > 3 * 160 and panel.height > 160  # image | prediction | label | legend
+    panel = np.asarray(Image.open(out / "side_by_side" / "0000.png").convert("RGB"))
+    # 160-pixel images are shown twice as large: image | prediction | label | legend, 8 px apart, titles above.
+    width, top = 320, 28
+    assert panel.shape[1] > 3 * (width + 8) and panel.shape[0] == top + width + 8
 
-    # The prediction panel shows the pseudo-colour prediction in the palette's colours.
+    def at(column):
+        left = 8 + column * (width + 8)
+        return panel[top:top + width, left:left + width]
+
+    def twice(a):
+        return np.repeat(np.repeat(a, 2, axis=0), 2, axis=1)
+
+    # The prediction panel shows the pseudo-colour prediction in the config's palette.
     pred = np.asarray(Image.open(out / "pseudo_color_prediction" / "0000.png"))
-    shown = np.asarray(panel)[28:28 + 160, 8 + 160 + 8:8 + 2 * 160 + 8]
-    np.testing.assert_array_equal(shown, np.asarray(SCENE_PALETTE, np.uint8)[pred])
+    np.testing.assert_array_equal(at(1), twice(np.asarray(SCENE_PALETTE, np.uint8)[pred]))
 
-    # The label panel shows the label; the legend has a swatch for every class in the label.
+    # The label panel shows the label, ignored pixels white; the legend has a swatch for every class in it.
     label = np.asarray(Image.open(labels / "0000.png"))
-    shown = np.asarray(panel)[28:28 + 160, 8 + 2 * (160 + 8):8 + 2 * (160 + 8) + 160]
-    expected = np.asarray(SCENE_PALETTE + [[0, 0, 0]] * 250, np.uint8)[np.minimum(label, 255)]
-    expected[label == 255] = 0
-    np.testing.assert_array_equal(shown, expected)
-    legend = np.asarray(panel)[:, 3 * (160 + 8) + 8:].reshape(-1, 3)
+    expected = np.asarray(SCENE_PALETTE + [[0, 0, 0]] * 250, np.uint8)[label]
+    expected[label == 255] = 255
+    np.testing.assert_array_equal(at(2), twice(expected))
+    legend = panel[:, 3 * (width + 8) + 8:].reshape(-1, 3)
     legend_colours = {tuple(c) for c in np.unique(legend, axis=0)}
     for cls in np.unique(label[label != 255]):
         assert tuple(SCENE_PALETTE[cls]) in legend_colours
@@ -180,7 +187,14 @@ def test_predict_without_the_flag_writes_the_usual_outputs_only(tiny, tmp_path):
                        "--save_dir", str(tmp_path / "c"), "--side_by_side",
                        "--label_path", os.path.join(tiny["root"], tiny["lines"][0].split()[1])])
     three = Image.open(tmp_path / "c" / "side_by_side" / "0000.png")
-    assert three.width - two.width == 160 + 8
+    assert three.width - two.width == 320 + 8
+
+
+def test_ignored_and_unknown_ids_are_drawn_white():
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:3] = [[0, 0, 0], [10, 20, 30], [40, 50, 60]]
+    rgb = colour_label(np.array([[0, 1, 2], [3, 255, 1]]), palette, num_classes=3)
+    assert rgb.tolist() == [[[0, 0, 0], [10, 20, 30], [40, 50, 60]], [[255, 255, 255], [255, 255, 255], [10, 20, 30]]]
 
 
 def test_labels_are_matched_by_relative_path_then_by_name(tmp_path):

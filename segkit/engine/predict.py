@@ -128,7 +128,7 @@ def write_side_by_side(
         miou = image_miou(confusion_matrix(pred, label, num_classes, ignore_index))
         titles[1] = f"prediction (mIoU {miou:.3f})"
         panels.append(colour_label(label, palette, num_classes))
-        titles.append("label (black: ignored)")
+        titles.append("label (white: ignored)")
         classes |= set(np.unique(valid).tolist())
     present = sorted(int(c) for c in classes if 0 <= c < num_classes)
     os.makedirs(os.path.dirname(path), exist_ok=True)
