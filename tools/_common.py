@@ -43,7 +43,6 @@ def add_test_args(parser: argparse.ArgumentParser, aug_flag: str) -> None:
     parser.add_argument("--flip_horizontal", action="store_true", help=f"add horizontally flipped copies (with --{aug_flag})")
     parser.add_argument("--flip_vertical", action="store_true", help=f"add vertically flipped copies (with --{aug_flag})")
     parser.add_argument("--seed", type=int, default=0, help="paddle.seed before the first image (models with random parts)")
-    parser.add_argument("--num_workers", type=int, default=0, help="data-loading worker processes")
     parser.set_defaults(aug_flag_name=f"--{aug_flag}")
 
 

@@ -15,6 +15,7 @@ def main(argv=None):
     add_config_args(parser)
     add_test_args(parser, aug_flag="aug_eval")
     parser.add_argument("--save_dir", default="output/eval", help="where metrics.json and the other reports go")
+    parser.add_argument("--num_workers", type=int, default=0, help="data-loading worker processes")
     args = parser.parse_args(argv)
     return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
     cfg = load_config(args.config, args.opts)
@@ -24,8 +25,8 @@ def main(argv=None):
     paddle.seed(args.seed)
     result = evaluate(model, dataset, test_cfg, num_workers=args.num_workers)
     if paddle.distributed.get_rank() == 0:
-        write_reports(result, args.save_dir, getattr(dataset, "class_names", None))
-        print(f"reports written to {os.path.abspath(args.save_dir)}")
+        written = write_reports(result, args.save_dir, getattr(dataset, "class_names", None))
+        print(f"reports written to {os.path.abspath(args.save_dir)}: {', '.join(os.path.basename(p) for p in written)}")
 
 
 if __name__ == "__main__":
