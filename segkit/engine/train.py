@@ -368,6 +368,9 @@ class Trainer:
         """
         result = None
         if self.val_set is not None:
+            # Seeded as tools/val.py is, so models with random parts (SegNeXt's NMF bases) report the
+            # same mIoU here as val.py on this checkpoint; training reseeds every step anyway.
+            paddle.seed(self.opts.seed)
             weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
             with weights, self.autocast():
                 result = evaluate(self.model, self.val_set, self.cfg.test_config(), self.opts.num_workers,
