@@ -440,12 +440,12 @@ def test_b1_config_builds_the_recipe_parameter_groups():
 
 
 # ----------------------------------------------------------------------------------------------
-# Deployment: static export with a dynamic batch
+# Deployment: static export with a dynamic batch and image size
 # ----------------------------------------------------------------------------------------------
 
 
-def test_exports_with_dynamic_batch_at_a_size_the_official_code_rejects(tmp_path):
-    """96x136: window padding in both directions on the deep branches and cropped up paths (136/4 = 34)."""
+def test_one_export_serves_any_batch_and_size_including_sizes_the_official_code_rejects(tmp_path):
+    """96x136 and 67x93: window padding in both directions on the deep branches, cropped up paths."""
     from paddle import inference
 
     from segkit.engine.export import export_model
@@ -457,20 +457,21 @@ def test_exports_with_dynamic_batch_at_a_size_the_official_code_rejects(tmp_path
     )
     model = hrvit.HRViTSegFormer(3, tiny, embedding_dim=16)
     model.eval()
-    prefix = export_model(model, str(tmp_path / "export"), [None, 3, 96, 136], output_op="none")
+    prefix = export_model(model, str(tmp_path / "export"), [None, 3, None, None], output_op="none")
     model_file = prefix + (".json" if os.path.exists(prefix + ".json") else ".pdmodel")
     config = inference.Config(model_file, prefix + ".pdiparams")
     config.disable_gpu()
     config.disable_mkldnn()  # Paddle 3.3.1's oneDNN passes reject some fused attributes on CPU
     config.disable_glog_info()
     predictor = inference.create_predictor(config)
-    x = np.random.default_rng(0).normal(size=(2, 3, 96, 136)).astype("float32")
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(x.shape)
-    handle.copy_from_cpu(x)
-    predictor.run()
-    got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-    with paddle.no_grad():
-        expected = model(paddle.to_tensor(x)).numpy()
-    assert got.shape == (2, 3, 96, 136)
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    for shape in [(2, 3, 96, 136), (1, 3, 67, 93)]:
+        x = np.random.default_rng(0).normal(size=shape).astype("float32")
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(x.shape)
+        handle.copy_from_cpu(x)
+        predictor.run()
+        got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        with paddle.no_grad():
+            expected = model(paddle.to_tensor(x)).numpy()
+        assert got.shape == (shape[0], 3, shape[2], shape[3])
+        np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -222,9 +222,11 @@ def stripe_attention(
     Returns:
         (B, H, W, C).
     """
+    # Python ints in dygraph; shape tensors for dimensions left dynamic when exporting with to_static.
     b, h, w, c = q.shape
-    pad = (-h) % stripe
-    if pad:
+    pad = (stripe - h % stripe) % stripe
+    padded = not isinstance(pad, int) or pad > 0  # a traced size may need padding: take that path
+    if padded:
         zeros = paddle.zeros([b, pad, w, c], dtype=q.dtype)
         q = paddle.concat([q, zeros], axis=1)
         v = paddle.concat([v, zeros], axis=1)
@@ -237,14 +239,14 @@ def stripe_attention(
 
     q, v = split(q), split(v)
     logits = paddle.matmul(q, v, transpose_y=True) * scale
-    if pad:
-        padded_row = np.arange(h + pad) >= h  # which rows are padding
-        mask = np.repeat(padded_row.reshape(n, stripe, 1), w, axis=2).reshape(1, n, 1, 1, stripe * w)
-        logits = logits + paddle.to_tensor(mask.astype("float32") * MASK_VALUE, dtype=logits.dtype)
+    if padded:
+        is_padding = (paddle.arange(h + pad) >= h).astype(logits.dtype).reshape([n, stripe, 1])
+        key_mask = is_padding.expand([n, stripe, w]).reshape([1, n, 1, 1, stripe * w])
+        logits = logits + key_mask * MASK_VALUE
     out = paddle.matmul(F.softmax(logits, axis=-1), v)
     out = out.reshape([b, n, num_heads, stripe, w, d]).transpose([0, 1, 3, 4, 2, 5])
     out = out.reshape([b, n * stripe, w, c])
-    return out[:, :h] if pad else out
+    return out[:, :h] if padded else out
 
 
 class CrossShapedAttention(nn.Layer):
