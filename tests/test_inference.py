@@ -211,3 +211,39 @@ def test_padding_is_cut_off_not_resized(model):
     a = infer_image(model, paddle.to_tensor(plain["img"][None]), plain["trans_info"], TestConfig()).numpy()
     b = infer_image(model, paddle.to_tensor(padded["img"][None]), padded["trans_info"], TestConfig()).numpy()
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+# ---- evaluation reads and infers one image at a time -------------------------------------------
+
+class EventDataset:
+    """Three small samples; records when each is read."""
+
+    num_classes = NUM_CLASSES
+    ignore_index = 255
+
+    def __init__(self, events):
+        self.events = events
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, idx):
+        self.events.append(f"read {idx}")
+        rng = np.random.default_rng(idx)
+        return {"img": rng.normal(size=(3, 12, 20)).astype("float32"), "label": rng.integers(0, NUM_CLASSES, (12, 20)),
+                "img_path": f"{idx}.png", "trans_info": []}
+
+
+def test_evaluate_reads_no_image_ahead_and_feeds_one_at_a_time():
+    from segkit.engine.evaluate import evaluate
+
+    events = []
+
+    class Spy(PixelModel):
+        def forward(self, x):
+            events.append(f"infer {tuple(x.shape)}")
+            return super().forward(x)
+
+    result = evaluate(Spy().eval(), EventDataset(events), TestConfig(), print_detail=False)
+    assert events == ["read 0", "infer (1, 3, 12, 20)", "read 1", "infer (1, 3, 12, 20)", "read 2", "infer (1, 3, 12, 20)"]
+    assert result["num_images"] == 3 and result["confusion_matrix"].sum() == 3 * 12 * 20
