@@ -65,8 +65,9 @@ def slide_inference(model: nn.Layer, image: paddle.Tensor, crop: Sequence[int], 
 
     Each window's logits are added into one [1, K, H, W] float32 buffer as soon as they are
     computed, and the buffer is divided by the coverage in place, so besides the buffer only one
-    window's logits exist. The buffer is a NumPy array: adding into a slice of it makes no
-    temporary copy, where paddle's in-place add on a slice view briefly copies the whole buffer.
+    window's logits exist. On the CPU the buffer is a NumPy array sharing memory with the returned
+    tensor: adding into a slice of it makes no temporary copy, where paddle's add on a slice
+    briefly copies the whole buffer (+150 MiB at 2048x1024 with 19 classes).
 
     Args:
         model: the model, in eval mode.
@@ -80,12 +81,19 @@ def slide_inference(model: nn.Layer, image: paddle.Tensor, crop: Sequence[int], 
     for top, bottom, left, right in slide_windows(height, width, crop, stride):
         logits = _float32(_main_logits(model, image[:, :, top:bottom, left:right]))
         if total is None:
-            total = np.zeros([1, logits.shape[1], height, width], dtype=np.float32)
-        total[:, :, top:bottom, left:right] += _numpy_view(logits)
+            on_cpu = logits.place.is_cpu_place()
+            shape = [1, logits.shape[1], height, width]
+            total = np.zeros(shape, dtype=np.float32) if on_cpu else paddle.zeros(shape, dtype="float32")
+        if on_cpu:
+            total[:, :, top:bottom, left:right] += _numpy_view(logits)
+        else:  # on an accelerator: accumulate there, temporaries are cheap compared to a host round trip
+            total[:, :, top:bottom, left:right] += logits
         count[top:bottom, left:right] += 1.0
         del logits
-    total /= count
-    return _tensor_view(total)
+    if on_cpu:
+        total /= count
+        return _tensor_view(total)
+    return total / paddle.to_tensor(count, place=total.place)
 
 
 def _single(model: nn.Layer, image: paddle.Tensor, cfg: TestConfig) -> paddle.Tensor:
