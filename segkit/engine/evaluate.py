@@ -95,7 +95,7 @@ def evaluate(
     if print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, total_iters: {len(dataset)})...")
     for sample in eval_loader(dataset, num_workers):
-        image = sample["img"]  # the DataLoader hands out tensors; a plain Dataset loop gives arrays
+        image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
         image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
         logits = infer_image(model, image, sample.get("trans_info", []), test_config)
         pred = paddle.argmax(logits, axis=1)[0].numpy()
@@ -106,6 +106,7 @@ def evaluate(
         label = label[0] if label.ndim == 3 else label
         cm = meter.update(pred, label)
         per_image.append({"image": sample.get("img_path", str(meter.count - 1)), "mIoU": image_miou(cm)})
+        del sample, label, pred  # not held while the next image is read
     _gather_counts(meter)
     if was_training:
         model.train()
