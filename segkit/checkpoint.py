@@ -14,6 +14,7 @@ import numpy as np
 import paddle
 
 from segkit.errors import CheckpointError
+from segkit.torch_pickle import read_torch_zip
 
 ARCHIVES = (".zip", ".tar.gz", ".tgz", ".tar")
 CACHE_DIR = os.path.expanduser(os.environ.get("SEGKIT_CACHE", "~/.cache/segkit"))
@@ -103,18 +104,20 @@ def read_state_dict(location: str) -> Dict[str, np.ndarray]:
 
 
 def _read_torch(path: str) -> Dict[str, np.ndarray]:
+    """A PyTorch checkpoint as arrays: zip-format files are read without PyTorch, older ones need it."""
+    if zipfile.is_zipfile(path):
+        return read_torch_zip(path)
     try:
-        import torch  # noqa: F401  (optional: only needed for PyTorch checkpoints)
+        import torch
     except ImportError as exc:
         raise CheckpointError(
-            f"{path} is a PyTorch checkpoint and reading it needs PyTorch (pip install torch). "
+            f"{path} is a legacy (pre-1.6) PyTorch checkpoint and reading it needs PyTorch (pip install torch). "
             "Or convert it once elsewhere with tools/convert_weights.py."
         ) from exc
     obj = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(obj, dict) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
     return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
 
 

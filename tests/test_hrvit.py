@@ -12,11 +12,12 @@ import paddle.nn.functional as F
 import pytest
 
 import segkit.models  # noqa: F401  (registers everything)
-from segkit.checkpoint import load_weights
+from segkit.checkpoint import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models import hrvit
 from segkit.models.segformer import SegFormer
 from segkit.registry import BACKBONES, MODELS, build
+from segkit.torch_pickle import read_torch_zip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -297,7 +298,7 @@ def test_bad_hyper_parameters_raise_config_errors():
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading PyTorch checkpoints without PyTorch (tools/convert_weights.read_torch_zip)
+# Reading PyTorch checkpoints without PyTorch (segkit.torch_pickle.read_torch_zip, also behind read_state_dict)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -372,7 +373,7 @@ def test_torch_checkpoints_are_read_without_torch(tmp_path):
     write_fake_torch_checkpoint(path, {"meta": {"config": meta, "iter": 160000}, "state_dict": state},
                                 [floats, halves, bf16, longs])
 
-    got = convert_weights.read_torch_zip(path)
+    got = read_torch_zip(path)
     assert set(got) == set(state)
     expected = np.lib.stride_tricks.as_strided(floats.data[6:], (3, 4), (4, 12))
     np.testing.assert_array_equal(got["backbone.features.1.branches.0.0.attn.to_qkv.weight"], expected)
@@ -381,11 +382,13 @@ def test_torch_checkpoints_are_read_without_torch(tmp_path):
     np.testing.assert_array_equal(got["decode_head.conv_seg.bias"], halves.data.reshape(2, 3))
     np.testing.assert_array_equal(got["other.bf16"], bf16_values)
     assert got["backbone.stem.bn1.num_batches_tracked"].shape == () and int(got["backbone.stem.bn1.num_batches_tracked"]) == 7
+    # the same reader serves pretrained= and --model_path, so a .pth needs no PyTorch there either
+    assert set(read_state_dict(path)) == set(state)
 
     with pytest.raises(CheckpointError, match="zip-format"):
         not_zip = tmp_path / "old.pth"
         not_zip.write_bytes(b"\x80\x02legacy")
-        convert_weights.read_torch_zip(str(not_zip))
+        read_torch_zip(str(not_zip))
 
 
 # ----------------------------------------------------------------------------------------------
