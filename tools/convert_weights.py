@@ -64,7 +64,7 @@ def convert(src: str, dst: str, model: str, num_classes: Optional[int] = None, a
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="upstream weights: .pth/.pt (needs PyTorch), .npz or .pdparams")
+    parser.add_argument("src", help="upstream weights: .pth/.pt (zip format, read without PyTorch), .npz or .pdparams")
     parser.add_argument("dst", help="output .pdparams")
     parser.add_argument("--model", required=True, help="registered model or backbone name, e.g. hrvit_b1 or HRViT_b1")
     parser.add_argument("--num_classes", type=int, default=None, help="classes, for a segmentation model")
