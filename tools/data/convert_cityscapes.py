@@ -10,10 +10,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/, for _common
 
-from segkit.datasets.convert import cityscapes_tasks, run_tasks  # noqa: E402
-from segkit.errors import SegkitError  # noqa: E402
+from _common import run_cli, run_conversions  # noqa: E402
+
+from segkit.datasets.convert import cityscapes_tasks  # noqa: E402
 
 
 def main() -> None:
@@ -22,18 +23,8 @@ def main() -> None:
     parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     args = parser.parse_args()
     tasks = cityscapes_tasks(args.root)
-    written = run_tasks(tasks, args.num_workers, progress=_progress)
-    print(f"\n{written} written, {len(tasks) - written} already present, {len(tasks)} labels in total")
-
-
-def _progress(done: int, total: int) -> None:
-    if done == total or done % 200 == 0:
-        print(f"\r{done}/{total}", end="", flush=True)
+    run_conversions(tasks, args.num_workers)
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SegkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

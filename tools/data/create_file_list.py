@@ -16,10 +16,11 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/, for _common
+
+from _common import run_cli  # noqa: E402
 
 from segkit.datasets.convert import find_pairs, split_pairs, write_file_list  # noqa: E402
-from segkit.errors import SegkitError  # noqa: E402
 
 SPLIT_NAMES = ("train.txt", "val.txt", "test.txt")
 
@@ -53,8 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SegkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)
