@@ -13,10 +13,17 @@ Issue 7's checks, printed at the end:
 * whole-image evaluation peak does not grow with the number of images (compare runs with
   different counts, and within one run the peak after image 1 with the final peak).
 
-Usage (2 CPU cores: SegFormer-B0 takes ~30-60 s per 2048x1024 image):
+Measured on the 2-core CPU (other jobs running; peak RSS in MiB, peak after image 1 in brackets):
+
+    model          forward 1024x1024   whole 5 / 20 images        slide 5 / 20 images
+    rtformer_slim  493                 679 / 679 (677)            711 / 711 (709)   1.44x forward
+    segformer_b0   900                 2560 / 2528 (2525)         1119 / 1119 (1118) 1.24x forward
+
+Usage (2 CPU cores: SegFormer-B0 takes ~15-25 s per 2048x1024 image whole, the 20-image runs ~25 min):
 
     python benchmarks/bench_eval_memory.py                      # 2 and 5 images, both models
-    python benchmarks/bench_eval_memory.py --images 5 20 --models segformer_b0
+    python benchmarks/bench_eval_memory.py --images 5 20 --models segformer_b0   # issue 7's check
+    python benchmarks/bench_eval_memory.py --glibc_default      # without val.py's malloc setting
 """
 
 import argparse
