@@ -139,3 +139,10 @@ def test_dump_writes_resolved_config(tmp_path):
     resolved = yaml.safe_load(out.read_text())
     assert resolved["iters"] == 9 and resolved["batch_size"] == 5 and resolved["model"]["type"] == "SegFormer"
     assert "_base_" not in resolved
+
+
+def test_test_config_error_names_the_file_once(tmp_path):
+    path = write(tmp_path, "tiny.yml", yaml.safe_dump({"test_config": {"is_slide": True}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).count("tiny.yml") == 1

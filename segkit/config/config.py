@@ -152,7 +152,7 @@ class Config:
         if "loss" in self.data:
             self._check_loss(self.data["loss"])
         if "test_config" in self.data:
-            self.test_config()
+            self._test_config()
         if "export" in self.data:
             unknown = set(self.data["export"]) - {"transforms"}
             if unknown:
@@ -189,18 +189,21 @@ class Config:
 
     def test_config(self) -> TestConfig:
         """The ``test_config`` section as a checked TestConfig."""
+        try:
+            return self._test_config()
+        except ConfigError as exc:
+            raise self.error(exc) from None
+
+    def _test_config(self) -> TestConfig:
         section = self.data.get("test_config", {})
         fields = {f.name for f in dataclasses.fields(TestConfig)}
         for key in section:
             if key not in fields:
-                raise self.error(ConfigError(
+                raise ConfigError(
                     f"test_config.{key}: unknown key.{did_you_mean(key, fields)} Valid keys: {', '.join(sorted(fields))}.",
                     key=f"test_config.{key}",
-                ))
-        try:
-            return TestConfig(**section).check()
-        except ConfigError as exc:
-            raise self.error(exc) from None
+                )
+        return TestConfig(**section).check()
 
     # ---- builders -------------------------------------------------------------------------
     def _build(self, key: str, registry, purpose: str, **extra):
