@@ -73,6 +73,11 @@ class TrainOptions:
         return self
 
 
+def as_tensor(value) -> paddle.Tensor:
+    """The DataLoader already hands out tensors; wrap only what is not one (no needless copy)."""
+    return value if isinstance(value, paddle.Tensor) else paddle.to_tensor(value)
+
+
 def format_eta(seconds: float) -> str:
     """``HH:MM:SS`` for a number of seconds."""
     seconds = int(max(seconds, 0))
@@ -292,7 +297,7 @@ class Trainer:
                 clock["reader"] += time.time() - tick
                 paddle.seed(self.opts.seed * 1_000_003 + iteration)
                 lr = self.lr.get_lr()
-                losses = self.step(paddle.to_tensor(images), paddle.to_tensor(labels), iteration)
+                losses = self.step(as_tensor(images), as_tensor(labels), iteration)
                 self.lr.step()
                 self.state["iter"] = iteration
                 self.history.append((iteration, losses["loss"]))
