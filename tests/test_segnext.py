@@ -352,7 +352,7 @@ def test_shipped_configs_load():
     from segkit.config import load_config
 
     paths = sorted(glob.glob(str(ROOT / "configs/segnext/*.yml")))
-    assert len(paths) == 13  # four sizes x three datasets + the embedded-dataset smoke test
+    assert len(paths) == 17  # four sizes x four datasets + the embedded-dataset smoke test
     widths = {"t": 256, "s": 256, "b": 512, "l": 1024}
     for path in paths:
         cfg = load_config(path)
