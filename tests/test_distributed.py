@@ -118,6 +118,8 @@ def test_distributed_evaluation_counts_every_image_once(runs):
     assert two["num_images"] == one["num_images"] == 5
     assert sum(c["pixels"] for c in two["per_class"]) == 5 * 160 * 160
     assert two["mIoU"] == pytest.approx(one["mIoU"], abs=1e-3)
+    images = [r["image"] for r in json.load(open(os.path.join(runs["two"], "best_model", "per_image.json")))]
+    assert len(images) == len(set(images)) == 5  # both ranks' images, each once
 
 
 def test_only_rank_zero_logs_and_saves(runs):

@@ -62,6 +62,15 @@ def eval_loader(dataset, num_workers: int) -> Iterable[dict]:
     return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_single_sample)
 
 
+def _gather_per_image(per_image: List[Dict[str, object]]) -> List[Dict[str, object]]:
+    """Every rank's per-image results, so per_image.json lists all images (ranks hold disjoint shares)."""
+    if dist.get_world_size() <= 1:
+        return per_image
+    gathered: List[List[Dict[str, object]]] = []
+    dist.all_gather_object(gathered, per_image)
+    return [record for part in gathered for record in part]
+
+
 def _gather_counts(meter: ConfusionMeter) -> None:
     if dist.get_world_size() <= 1:
         return
@@ -108,6 +117,7 @@ def evaluate(
         per_image.append({"image": sample.get("img_path", str(meter.count - 1)), "mIoU": image_miou(cm)})
         del sample, label, pred  # not held while the next image is read
     _gather_counts(meter)
+    per_image = _gather_per_image(per_image)
     if was_training:
         model.train()
     result = meter.compute()
