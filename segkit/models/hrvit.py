@@ -38,8 +38,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.models.base import SegModel, load_pretrained
-from segkit.models.segformer import AllMLPHead
+from segkit.models.base import load_pretrained
+from segkit.models.segformer import SegFormer
 from segkit.registry import BACKBONES, MODELS
 
 # The official masking constant for padded window positions (not -inf: it must stay finite).
@@ -521,7 +521,7 @@ class HRViT(nn.Layer):
 
 
 @MODELS.register
-class HRViTSegFormer(SegModel):
+class HRViTSegFormer(SegFormer):
     """HRViT backbone + SegFormer-style head, the segmentation model of the official HRViT configs.
 
     The head is mmseg's ``SegformerHead`` with ``mlp_norm=False, mlp_act=False``: a linear layer
@@ -539,7 +539,7 @@ class HRViTSegFormer(SegModel):
             number of classes is left at its initial values.
     """
 
-    num_outputs = 1
+    reverse_concat = False
 
     def __init__(
         self,
@@ -550,26 +550,11 @@ class HRViTSegFormer(SegModel):
         align_corners: bool = False,
         pretrained: Optional[str] = None,
     ):
-        super().__init__()
-        if not hasattr(backbone, "out_channels"):
-            raise ConfigError(
-                f"HRViTSegFormer: the backbone {type(backbone).__name__} does not declare out_channels; "
-                "use a segkit backbone such as HRViT_b1."
-            )
-        self.num_classes = num_classes
-        self.align_corners = align_corners
-        self.backbone = backbone
-        self.head = AllMLPHead(
-            backbone.out_channels, embedding_dim, num_classes, dropout=dropout, reverse_concat=False,
-            align_corners=align_corners,
-        )
-        _trunc_normal_linears(self.head)
-        load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
+        super().__init__(num_classes, backbone, embedding_dim, align_corners, pretrained, dropout)
 
-    def forward(self, x: paddle.Tensor):
-        logits = self.head(self.backbone(x))
-        logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
-        return self.outputs([logits])
+    def init_head(self) -> None:
+        """mmseg's initialisation of the head's linear layers (before pretrained weights load)."""
+        _trunc_normal_linears(self.head)
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

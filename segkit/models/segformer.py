@@ -443,12 +443,14 @@ class SegFormer(SegModel):
         pretrained: whole-model weights (path, URL or zip), PaddleSeg or segkit names. A classifier
             trained for another number of classes is left at its initial values; every other key
             must match.
+        dropout: channel dropout before the classifier.
 
     ``remap_checkpoint_keys`` knows PaddleSeg's SegFormer and MiT names only; with another backbone,
     give checkpoints in segkit's names (or that backbone's own remap must run first).
     """
 
     num_outputs = 1
+    reverse_concat = True  # SegFormer concatenates c4..c1; HRViT's head (a subclass) c1..c4
 
     def __init__(
         self,
@@ -457,21 +459,27 @@ class SegFormer(SegModel):
         embedding_dim: int,
         align_corners: bool = False,
         pretrained: Optional[str] = None,
+        dropout: float = 0.1,
     ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
             raise ConfigError(
-                f"SegFormer needs a backbone that declares out_channels (one width per output level); "
-                f"got {type(backbone).__name__}, which does not. Use a registered backbone such as "
-                "MixVisionTransformer_B0, or add out_channels/out_strides to yours."
+                f"{type(self).__name__} needs a backbone that declares out_channels (one width per output "
+                f"level); got {type(backbone).__name__}, which does not. Use a registered backbone such as "
+                "MixVisionTransformer_B0 or HRViT_b1, or add out_channels/out_strides to yours."
             )
         self.num_classes = num_classes
         self.align_corners = align_corners
         self.backbone = backbone
         self.head = AllMLPHead(
-            backbone.out_channels, embedding_dim, num_classes, dropout=0.1, align_corners=align_corners
+            backbone.out_channels, embedding_dim, num_classes, dropout=dropout, reverse_concat=self.reverse_concat,
+            align_corners=align_corners,
         )
+        self.init_head()
         load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
+
+    def init_head(self) -> None:
+        """Initialise the head before any pretrained weights load; the head's own init by default."""
 
     def forward(self, x: paddle.Tensor):
         logits = self.head(self.backbone(x))
