@@ -39,6 +39,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import load_pretrained
+from segkit.models.layers import DropPath
 from segkit.models.segformer import SegFormer
 from segkit.registry import BACKBONES, MODELS
 
@@ -55,22 +56,6 @@ def _trunc_normal_linears(layer: nn.Layer) -> None:
             init(sub.weight)
             if sub.bias is not None:
                 zeros(sub.bias)
-
-
-class DropPath(nn.Layer):
-    """Stochastic depth: drops the whole residual branch of a sample with probability ``rate``."""
-
-    def __init__(self, rate: float = 0.0):
-        super().__init__()
-        self.rate = rate
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.rate == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.rate
-        shape = [x.shape[0]] + [1] * (x.ndim - 1)
-        mask = paddle.floor(keep + paddle.rand(shape, dtype=x.dtype))
-        return x / keep * mask
 
 
 def to_nchw(x: paddle.Tensor) -> paddle.Tensor:

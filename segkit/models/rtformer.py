@@ -33,6 +33,7 @@ from paddle.nn import functional as F
 from segkit.checkpoint import load_weights, read_state_dict
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel, resize_to
+from segkit.models.layers import DropPath
 from segkit.registry import MODELS
 
 # Paddle's BatchNorm momentum weighs the *old* running value; upstream uses 0.1, so the running
@@ -74,25 +75,6 @@ def conv2d(
 def spatial_size(x: paddle.Tensor) -> paddle.Tensor:
     """The (H, W) of an NCHW tensor as a tensor, so exported programs keep H and W dynamic."""
     return paddle.shape(x)[2:]
-
-
-class DropPath(nn.Layer):
-    """Stochastic depth: zero a residual branch for random samples in training.
-
-    Args:
-        rate: probability of dropping the branch of a sample.
-    """
-
-    def __init__(self, rate: float = 0.0):
-        super().__init__()
-        self.rate = rate
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.rate == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.rate
-        mask = paddle.floor(keep + paddle.rand([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype))
-        return x / keep * mask
 
 
 class ConvNorm(nn.Layer):

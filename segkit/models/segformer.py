@@ -38,6 +38,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel, load_pretrained
+from segkit.models.layers import DropPath
 from segkit.registry import BACKBONES, HEADS, MODELS
 
 # Layer norms inside blocks and at the end of each stage use 1e-6 (upstream's ``norm_layer``);
@@ -70,28 +71,6 @@ def init_mit_weights(layer: nn.Layer) -> None:
 # ----------------------------------------------------------------------------------------------
 # Encoder building blocks
 # ----------------------------------------------------------------------------------------------
-
-
-class DropPath(nn.Layer):
-    """Stochastic depth: in training, zero a residual branch for a random subset of samples.
-
-    Args:
-        drop_prob: probability of dropping the branch for one sample.
-    """
-
-    def __init__(self, drop_prob: float = 0.0):
-        super().__init__()
-        self.drop_prob = float(drop_prob)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.drop_prob == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.drop_prob
-        mask = paddle.floor(keep + paddle.rand([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype))
-        return x / keep * mask
-
-    def extra_repr(self) -> str:
-        return f"drop_prob={self.drop_prob}"
 
 
 class OverlapPatchEmbed(nn.Layer):

@@ -41,6 +41,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel, load_pretrained, resize_to
+from segkit.models.layers import drop_path
 from segkit.registry import BACKBONES, MODELS, did_you_mean
 
 __all__ = ["MSCAN", "LightHamHead", "SegNeXt", "remap_checkpoint_keys"]
@@ -66,19 +67,6 @@ def conv2d(in_channels: int, out_channels: int, kernel, stride: int = 1, padding
     bias_attr = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)) if bias else False
     return nn.Conv2D(in_channels, out_channels, (kh, kw), stride=stride, padding=padding, groups=groups,
                      weight_attr=weight, bias_attr=bias_attr)
-
-
-def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
-    """Stochastic depth: zero whole samples of a residual branch with probability ``rate``.
-
-    The mask is one ``paddle.rand([N, 1, 1, 1])`` draw, as in PaddleSeg, so seeded training runs
-    draw the same random numbers.
-    """
-    if rate == 0.0 or not training:
-        return x
-    keep = 1.0 - rate
-    mask = paddle.floor(keep + paddle.rand([x.shape[0]] + [1] * (x.ndim - 1)).astype(x.dtype))
-    return x / keep * mask
 
 
 def _channel_layer_norm(norm: nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
