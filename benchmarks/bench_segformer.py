@@ -20,7 +20,7 @@ import paddle
 import paddle.nn.functional as F
 
 import segkit.models  # noqa: F401
-from segkit.checkpoint import load_weights
+from segkit.weights import load_weights
 from segkit.models import segformer as sf
 
 

@@ -17,7 +17,7 @@ import paddle
 import paddle.nn.functional as F
 
 import segkit.models  # noqa: F401  (registers the models)
-from segkit.checkpoint import load_weights
+from segkit.weights import load_weights
 from segkit.registry import MODELS
 
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg.models.rtformer import RTFormer as PaddleSegRTFormer  # noqa: E402  (oracle)
 
-from segkit.checkpoint import load_weights, read_state_dict  # noqa: E402
+from segkit.weights import load_weights, read_state_dict  # noqa: E402
 from segkit.models.rtformer import RTFormer  # noqa: E402
 
 VARIANTS = {

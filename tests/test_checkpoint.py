@@ -11,8 +11,8 @@ import numpy as np
 import paddle
 import pytest
 
-from segkit import checkpoint
-from segkit.checkpoint import load_weights, read_state_dict
+from segkit.weights import sources
+from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError
 
 
@@ -59,7 +59,7 @@ def test_zip_and_tar_gz(saved, tmp_path):
 
 def test_url_is_downloaded_once_into_the_cache(saved, tmp_path, monkeypatch):
     model, folder = saved
-    monkeypatch.setattr(checkpoint, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "CACHE_DIR", str(tmp_path / "cache"))
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *a: None
     server = http.server.HTTPServer(("127.0.0.1", 0), handler)
@@ -76,7 +76,7 @@ def test_url_is_downloaded_once_into_the_cache(saved, tmp_path, monkeypatch):
 
 
 def test_missing_file_and_bad_url_are_clear(tmp_path, monkeypatch):
-    monkeypatch.setattr(checkpoint, "CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(CheckpointError, match="does not exist"):
         read_state_dict(str(tmp_path / "none.pdparams"))
     with pytest.raises(CheckpointError, match="could not download"):

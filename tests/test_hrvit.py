@@ -12,12 +12,12 @@ import paddle.nn.functional as F
 import pytest
 
 import segkit.models  # noqa: F401  (registers everything)
-from segkit.checkpoint import load_weights, read_state_dict
+from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models import hrvit
 from segkit.models.segformer import SegFormer
 from segkit.registry import BACKBONES, MODELS, build
-from segkit.torch_pickle import read_torch_zip
+from segkit.weights.torch_pickle import read_torch_zip
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -298,7 +298,7 @@ def test_bad_hyper_parameters_raise_config_errors():
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading PyTorch checkpoints without PyTorch (segkit.torch_pickle.read_torch_zip, also behind read_state_dict)
+# Reading PyTorch checkpoints without PyTorch (segkit.weights.torch_pickle.read_torch_zip, also behind read_state_dict)
 # ----------------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from segkit.checkpoint import load_weights, read_state_dict
+from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.rtformer import RTFormer, remap_rtformer_key, rtformer_base, rtformer_slim
 from segkit.registry import MODELS, build

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 import segkit.models  # noqa: F401  (registers everything)
-from segkit.checkpoint import load_weights, read_state_dict
+from segkit.weights import load_weights, read_state_dict
 from paddleseg import models as paddleseg_models  # the test-only oracle (pip install --no-deps paddleseg==2.8.0)
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models import segformer as sf

@@ -10,7 +10,7 @@ import paddleseg.models.backbones.mscan as ps_mscan  # the oracle (test-only dep
 import paddleseg.models.segnext as ps_segnext
 
 import segkit.models  # noqa: F401  (registers the models)
-from segkit.checkpoint import load_weights
+from segkit.weights import load_weights
 from segkit.errors import ConfigError
 from segkit.models.segnext import SegNeXt, remap_checkpoint_keys
 from segkit.registry import BACKBONES, MODELS, build

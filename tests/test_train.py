@@ -7,7 +7,7 @@ import paddle
 import pytest
 from conftest import QUICKSTART, tiny_opts
 
-from segkit.checkpoint import atomic_save_dir
+from segkit.engine.checkpoints import atomic_save_dir
 from segkit.config import load_config
 from segkit.engine import checkpoints
 from segkit.engine.train import Trainer, TrainOptions

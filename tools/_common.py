@@ -89,7 +89,7 @@ def test_config_from_args(cfg, args):
 
 def build_model_for_inference(cfg, model_path: str):
     """Build the config's model and load ``model_path`` into it strictly."""
-    from segkit.checkpoint import load_model_file
+    from segkit.weights import load_model_file
     from segkit.logger import logger
 
     model = cfg.build_model()

@@ -10,7 +10,7 @@ Examples:
     python tools/convert_weights.py seg_ade.pth hrvit_b1_ade.pdparams --model hrvit_b1 --num_classes 150
 
 A .pth in PyTorch's zip format (torch >= 1.6) is read without PyTorch by
-``segkit.torch_pickle.read_torch_zip``, which never runs code from the file.
+``segkit.weights.torch_pickle.read_torch_zip``, which never runs code from the file.
 """
 
 import argparse
@@ -25,7 +25,7 @@ import paddle
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import segkit.models  # noqa: E402,F401  (registers every model and backbone)
-from segkit.checkpoint import load_weights, read_state_dict  # noqa: E402
+from segkit.weights import load_weights, read_state_dict  # noqa: E402
 from segkit.errors import ConfigError, SegkitError  # noqa: E402
 from segkit.registry import BACKBONES, MODELS, did_you_mean  # noqa: E402
 

@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from segkit.checkpoint import load_weights, read_state_dict
+    from segkit.weights import load_weights, read_state_dict
     from segkit.config import load_config
     from segkit.engine.export import export_model
 

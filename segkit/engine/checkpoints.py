@@ -8,17 +8,39 @@ name and renamed into place, so an interrupted save never leaves a partial ``ite
 import os
 import re
 import shutil
+import tempfile
 from typing import Dict, List, Optional
 
 import paddle
 
-from segkit.checkpoint import atomic_save_dir
 from segkit.errors import CheckpointError
 
 FILES = ("model.pdparams", "model.pdopt", "train_state.pdstates")
 ITER_DIR = re.compile(r"^iter_(\d+)$")
-# Siblings that segkit.checkpoint.atomic_save_dir leaves behind when a save is killed half-way.
+# Siblings that atomic_save_dir leaves behind when a save is killed half-way.
 LEFTOVER = re.compile(r"^\.(iter_\d+|best_model)\.(tmp|old)")
+
+
+def atomic_save_dir(target: str, files: Dict[str, object]) -> None:
+    """Write ``files`` (name -> object for ``paddle.save``) into folder ``target`` atomically.
+
+    Everything is written into a temporary sibling folder which is then renamed into place, so a
+    crash in the middle leaves either the old folder or the complete new one, never a partial one.
+    """
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".tmp", dir=parent)
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; checkpoints are ordinary folders
+    for name, obj in files.items():
+        paddle.save(obj, os.path.join(tmp, name))
+    old = None
+    if os.path.exists(target):
+        old = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".old", dir=parent)
+        os.rmdir(old)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(folder: str, model_state: Dict, optimizer_state: Dict, train_state: Dict, extra: Optional[Dict] = None) -> None:

@@ -428,7 +428,7 @@ class Trainer:
 
     def load_model_weights(self, folder: str) -> None:
         """Load the model weights of checkpoint ``folder`` (strictly)."""
-        from segkit.checkpoint import load_weights
+        from segkit.weights import load_weights
 
         state = paddle.load(os.path.join(folder, "model.pdparams"))
         load_weights(self.model, {k: np.asarray(v) for k, v in state.items()}, source=folder)

@@ -7,7 +7,7 @@
   logits (main first, auxiliaries after), ``num_outputs`` long; in eval mode it returns the main
   logits alone. Logits are resized to the input's height and width (bilinear, align_corners False).
 * A model whose upstream checkpoints use other key names provides ``remap_checkpoint_keys``, a
-  pure function from the upstream state dict to segkit's; ``segkit.checkpoint.load_weights``
+  pure function from the upstream state dict to segkit's; ``segkit.weights.load_weights``
   applies it.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from segkit.checkpoint import load_weights, read_state_dict
+from segkit.weights import load_weights, read_state_dict
 
 
 class SegModel(nn.Layer):

@@ -30,7 +30,7 @@ import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from segkit.checkpoint import load_weights, read_state_dict
+from segkit.weights import load_weights, read_state_dict
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel, resize_to
 from segkit.models.layers import DropPath

@@ -13,7 +13,7 @@ What differs from PaddleSeg:
 * Stages live in one ``LayerList`` of ``MiTStage`` (patch embedding, blocks, norm); upstream names
   (``patch_embed1``, ``block1.0``, ``norm1``, ``linear_c4``, ``linear_fuse._conv``, ...) are
   translated once by the pure functions ``remap_mit_keys`` / ``remap_segformer_keys``, which
-  ``segkit.checkpoint.load_weights`` applies, so PaddleSeg ``model.pdparams`` files load unchanged.
+  ``segkit.weights.load_weights`` applies, so PaddleSeg ``model.pdparams`` files load unchanged.
 * The decoder is a reusable ``AllMLPHead`` that takes its input widths from the backbone's
   ``out_channels``, so any backbone (HRViT, say) plugs into ``SegFormer``.
 * The decoder computes the same function with fewer operations: its fusion 1x1 conv is linear and

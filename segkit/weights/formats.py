@@ -1,0 +1,67 @@
+"""Reading a weights file into a dict of NumPy arrays: the one reading entry point.
+
+``read_state_dict`` resolves the location (``segkit.weights.sources``), picks the reader for the
+file's format (``reader_for``) and unwraps the checkpoint. A new format is one reader function and
+one line in ``reader_for``; every tool, the trainer and ``apply_weights`` read through here.
+"""
+
+import zipfile
+from typing import Callable, Dict
+
+import numpy as np
+import paddle
+
+from segkit.errors import CheckpointError
+from segkit.weights.sources import resolve_weights_path
+from segkit.weights.torch_pickle import read_torch_zip
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+Reader = Callable[[str], object]
+
+
+def read_state_dict(location: str) -> Dict[str, np.ndarray]:
+    """Read a state dict from a path, folder, URL or archive as NumPy arrays.
+
+    Raises:
+        CheckpointError: the location does not exist, cannot be read, or holds no dict of tensors.
+    """
+    path = resolve_weights_path(location)
+    state = reader_for(path)(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}.")
+    if "state_dict" in state and isinstance(state["state_dict"], dict):  # mmseg / torch checkpoints
+        state = state["state_dict"]
+    return {k: np.asarray(v) for k, v in state.items() if hasattr(v, "shape")}
+
+
+def reader_for(path: str) -> Reader:
+    """The function that reads the file at ``path``, chosen from its format."""
+    if path.endswith(TORCH_SUFFIXES):
+        return read_torch
+    return read_paddle
+
+
+def read_paddle(path: str) -> Dict[str, np.ndarray]:
+    """A ``paddle.save`` file (``.pdparams``) as arrays."""
+    try:
+        return paddle.load(path, return_numpy=True)
+    except Exception as exc:  # paddle raises many types for a corrupt file
+        raise CheckpointError(f"{path}: not a readable Paddle weights file ({exc}).") from exc
+
+
+def read_torch(path: str) -> Dict[str, np.ndarray]:
+    """A PyTorch checkpoint as arrays: zip-format files are read without PyTorch, older ones need it."""
+    if zipfile.is_zipfile(path):
+        return read_torch_zip(path)
+    try:
+        import torch
+    except ImportError as exc:
+        raise CheckpointError(
+            f"{path} is a legacy (pre-1.6) PyTorch checkpoint and reading it needs PyTorch (pip install torch). "
+            "Or convert it once elsewhere with tools/convert_weights.py."
+        ) from exc
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    return {k: v.detach().cpu().numpy() for k, v in obj.items() if hasattr(v, "detach")}
