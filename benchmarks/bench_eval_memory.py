@@ -84,8 +84,9 @@ def child(args) -> None:
     from segkit.config import TestConfig
     from segkit.datasets.base import Dataset
     from segkit.datasets.cityscapes import CLASS_NAMES
-    from segkit.engine.evaluate import evaluate, return_large_buffers_to_os
+    from segkit.engine.evaluate import evaluate
     from segkit.registry import MODELS
+    from segkit.runtime import return_large_buffers_to_os
 
     if not args.glibc_default:
         return_large_buffers_to_os()  # as tools/val.py does

@@ -16,6 +16,23 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override config keys, e.g. --opts batch_size=4 model.backbone.type=MixVisionTransformer_B1")
 
 
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """``--threads``, common to the tools that run a model."""
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU compute threads per process (default: every available core, shared between the "
+                             "processes of a distributed launch)")
+
+
+def apply_runtime(args) -> int:
+    """Set the process-wide runtime from the parsed flags; returns the number of compute threads."""
+    from segkit import runtime
+    from segkit.logger import logger
+
+    threads = runtime.set_threads(args.threads)
+    logger.info(f"Compute threads: {threads} (of {runtime.available_cores()} available cores; --threads to change).")
+    return threads
+
+
 def run_cli(main) -> None:
     """Run ``main()``; bad input (a SegkitError) prints one clear message and exits with status 2."""
     try:

@@ -3,13 +3,14 @@
 import argparse
 
 import paddle
-from _common import add_config_args, add_test_args, build_model_for_inference, run_cli, test_config_from_args
+from _common import (add_config_args, add_runtime_args, add_test_args, apply_runtime, build_model_for_inference, run_cli,
+                     test_config_from_args)
 
 from segkit.config import load_config
 from segkit.datasets.base import build_transforms, default_palette
-from segkit.engine.evaluate import return_large_buffers_to_os
 from segkit.engine.predict import collect_images, match_labels, predict
 from segkit.registry import DATASETS
+from segkit.runtime import return_large_buffers_to_os
 from segkit.transforms import Compose
 from segkit.visualize import palette_array, parse_custom_color
 
@@ -45,7 +46,9 @@ def main(argv=None):
                         help="also write side_by_side/<name>.png: image | prediction [| label] and a legend of the classes present")
     parser.add_argument("--label_path", help="with --side_by_side: a label file (one image) or a folder of labels "
                         "named like the images, in training ids")
+    add_runtime_args(parser)
     args = parser.parse_args(argv)
+    apply_runtime(args)
     return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
     if args.label_path and not args.side_by_side:
         parser.error("--label_path is only used by --side_by_side; add --side_by_side or drop --label_path")

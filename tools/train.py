@@ -7,7 +7,7 @@ On several GPUs (or CPU processes) start it through Paddle's launcher, e.g.
 
 import argparse
 
-from _common import add_config_args, run_cli
+from _common import add_config_args, add_runtime_args, apply_runtime, run_cli
 
 from segkit.config import load_config
 from segkit.engine.train import Trainer, TrainOptions
@@ -35,12 +35,14 @@ def parse_args(argv=None):
     parser.add_argument("--accumulate_steps", type=int, default=1,
                         help="micro-batches of batch_size per optimizer step (the effective batch is multiplied by it)")
     parser.add_argument("--sync_bn", action="store_true", help="BatchNorm statistics over all processes (GPUs only)")
+    add_runtime_args(parser)
     return parser.parse_args(argv)
 
 
 def build_trainer(argv=None) -> Trainer:
     """Parse the command line, load the config with its overrides and build the trainer."""
     args = parse_args(argv)
+    apply_runtime(args)
     opts = list(args.opts)
     for flag, key in (("iters", "iters"), ("batch_size", "batch_size"), ("learning_rate", "lr_scheduler.learning_rate")):
         if getattr(args, flag) is not None:

@@ -4,10 +4,12 @@ import argparse
 import os
 
 import paddle
-from _common import add_config_args, add_test_args, build_model_for_inference, run_cli, test_config_from_args
+from _common import (add_config_args, add_runtime_args, add_test_args, apply_runtime, build_model_for_inference, run_cli,
+                     test_config_from_args)
 
 from segkit.config import load_config
-from segkit.engine.evaluate import evaluate, return_large_buffers_to_os, write_reports
+from segkit.engine.evaluate import evaluate, write_reports
+from segkit.runtime import return_large_buffers_to_os
 
 
 def main(argv=None):
@@ -16,7 +18,9 @@ def main(argv=None):
     add_test_args(parser, aug_flag="aug_eval")
     parser.add_argument("--save_dir", default="output/eval", help="where metrics.json and the other reports go")
     parser.add_argument("--num_workers", type=int, default=0, help="data-loading worker processes")
+    add_runtime_args(parser)
     args = parser.parse_args(argv)
+    apply_runtime(args)
     return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
     cfg = load_config(args.config, args.opts)
     test_cfg = test_config_from_args(cfg, args)

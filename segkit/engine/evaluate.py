@@ -1,10 +1,8 @@
 """Evaluation over a dataset with a streaming confusion matrix, and the reports it writes."""
 
 import csv
-import ctypes
 import json
 import os
-import sys
 import time
 from typing import Dict, Iterable, List, Optional
 
@@ -16,27 +14,9 @@ from paddle import nn
 from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
 from segkit.logger import logger
+from segkit.runtime import worker_init
 from segkit.metrics import ConfusionMeter, image_miou, per_class_records, per_class_table
 from segkit.visualize import confusion_heatmap
-
-
-def return_large_buffers_to_os(threshold: int = 128 * 1024) -> bool:
-    """Make glibc serve every allocation of ``threshold`` bytes or more with its own ``mmap``.
-
-    By default glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed,
-    after which full-resolution tensors are carved from the heap instead; the heap fragments and
-    the resident size creeps up image after image (RTFormer-Slim at 2048x1024: peak 1.05 GiB
-    after 5 images instead of 0.85 GiB). A fixed threshold hands each freed buffer back to the OS.
-    Called by tools/val.py and tools/predict.py; it changes the whole process, so the library
-    does not call it by itself. Returns whether the setting was applied (glibc on Linux only).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # another C library (e.g. musl)
-        return False
 
 
 def _single_sample(batch):
@@ -59,7 +39,8 @@ def eval_loader(dataset, num_workers: int) -> Iterable[dict]:
     if num_workers == 0:
         return (dataset[i] for i in indices)
     sampler = [[i] for i in indices]
-    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_single_sample)
+    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_single_sample,
+                                worker_init_fn=worker_init)
 
 
 def _gather_per_image(per_image: List[Dict[str, object]]) -> List[Dict[str, object]]:

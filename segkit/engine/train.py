@@ -33,6 +33,7 @@ from segkit.engine.evaluate import evaluate, write_reports
 from segkit.engine.sampler import SeededDataset, TrainSampler
 from segkit.errors import ConfigError, TrainingError
 from segkit.logger import logger
+from segkit.runtime import worker_init
 
 LOSS_LOG = "train_log.jsonl"
 
@@ -278,7 +279,8 @@ class Trainer:
         sampler = TrainSampler(len(self.train_set), self.cfg.batch_size * self.opts.accumulate_steps, self.opts.seed,
                                self.rank, self.world, start_iter)
         return paddle.io.DataLoader(SeededDataset(self.train_set), batch_sampler=sampler,
-                                    num_workers=self.opts.num_workers, collate_fn=_collate, use_shared_memory=False)
+                                    num_workers=self.opts.num_workers, collate_fn=_collate, use_shared_memory=False,
+                                    worker_init_fn=worker_init)
 
     def train(self) -> Dict[str, object]:
         """Run from the current (or resumed) iteration to ``iters``; returns the final state."""

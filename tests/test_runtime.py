@@ -1,0 +1,71 @@
+"""Process-wide runtime settings: compute threads (all cores by default, --threads N) and workers."""
+
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+from conftest import QUICKSTART, ROOT
+
+from segkit import runtime
+from segkit.errors import ConfigError
+
+# In a fresh process: how many OS threads exist after a matmul on 1 thread, then after one on 3.
+THREAD_PROBE = """
+import os, paddle
+from segkit import runtime
+x = paddle.randn([256, 256])
+runtime.set_threads(1); (x @ x).numpy(); one = len(os.listdir('/proc/self/task'))
+runtime.set_threads(3); (x @ x).numpy(); three = len(os.listdir('/proc/self/task'))
+print(one, three)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_set_threads_reaches_paddles_cpu_kernels():
+    run = subprocess.run([sys.executable, "-c", THREAD_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert run.returncode == 0, run.stderr
+    one, three = map(int, run.stdout.split()[-2:])
+    assert three > one  # Paddle started extra compute threads (its math library caps them at the cores)
+
+
+def test_default_uses_every_core_shared_between_local_ranks(monkeypatch):
+    monkeypatch.setattr(runtime, "available_cores", lambda: 8)
+    monkeypatch.setattr(runtime, "_set_opencv_threads", lambda n: None)
+    calls = []
+    from paddle.base import core
+
+    monkeypatch.setattr(core, "set_num_threads", calls.append)
+    assert runtime.set_threads() == 8
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "2")  # set by paddle.distributed.launch for each process
+    assert runtime.set_threads() == 4
+    assert runtime.set_threads(3) == 3
+    assert calls == [8, 4, 3]
+
+
+def test_available_cores_follows_the_affinity_mask():
+    assert runtime.available_cores() <= len(os.sched_getaffinity(0))
+    assert runtime.available_cores() >= 1
+
+
+def test_dataloader_workers_compute_on_one_thread():
+    before = cv2.getNumThreads()
+    try:
+        runtime.worker_init(0)
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+
+
+@pytest.mark.timeout(120)
+def test_threads_flag_is_checked_by_the_tools():
+    run = subprocess.run([sys.executable, "tools/val.py", "--config", QUICKSTART, "--model_path", "x", "--threads", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert run.returncode == 2
+    assert "--threads: must be at least 1" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(ConfigError, match="--threads"):
+        runtime.set_threads(0)
