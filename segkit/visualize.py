@@ -5,6 +5,8 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from segkit.metrics import confusion_matrix, image_miou
+
 
 def palette_array(palette: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
     """A [256, 3] uint8 colour table whose first rows are ``palette`` (the rest black)."""
@@ -249,3 +251,39 @@ def side_by_side(
         draw.rectangle([x, y + 2, x + swatch, y + 2 + swatch], fill=colour, outline=(90, 90, 90))
         draw.text((x + swatch + gap, y + 2), text, fill="black", font=legend_font)
     return canvas
+
+
+def comparison(
+    image_rgb: np.ndarray,
+    pred: np.ndarray,
+    palette: np.ndarray,
+    class_names: Sequence[str],
+    label: Optional[np.ndarray] = None,
+    ignore_index: int = 255,
+) -> Image.Image:
+    """image | prediction [| label] with a legend of the classes present (``side_by_side``).
+
+    With a label the prediction's title carries the image's mIoU; ignored label pixels are white.
+
+    Args:
+        image_rgb: HxWx3 (or HxWx1) uint8 image.
+        pred: HxW class ids.
+        palette: [256, 3] colour table.
+        class_names: one name per class.
+        label: HxW class ids in training ids, or None.
+        ignore_index: the label value that is no class.
+    """
+    num_classes = len(class_names)
+    if image_rgb.ndim == 2 or image_rgb.shape[-1] == 1:  # grey input
+        image_rgb = np.repeat(image_rgb.reshape(*image_rgb.shape[:2], 1), 3, axis=-1)
+    panels = [image_rgb, colour_label(pred, palette, num_classes)]
+    titles = ["image", "prediction"]
+    classes = set(np.unique(pred).tolist())
+    if label is not None:
+        miou = image_miou(confusion_matrix(pred, label, num_classes, ignore_index))
+        titles[1] = f"prediction (mIoU {miou:.3f})"
+        panels.append(colour_label(label, palette, num_classes))
+        titles.append("label (white: ignored)")
+        classes |= set(np.unique(label[label != ignore_index]).tolist())
+    present = sorted(int(c) for c in classes if 0 <= c < num_classes)
+    return side_by_side(panels, titles, present, class_names, palette)

@@ -257,3 +257,52 @@ def test_slide_flags_from_the_config_are_enough(tiny, tmp_path):
     val_tool.main(["--config", tiny["config"], "--model_path", tiny["weights"], "--save_dir", str(tmp_path),
                    "--is_slide", "--opts", "test_config.crop_size=[96,96]", "test_config.stride=[64,64]"])
     assert (tmp_path / "metrics.json").exists()
+
+
+# ---- report.html in a real browser ----------------------------------------------------------------
+
+@pytest.mark.timeout(180)  # a browser that hangs fails here (each protocol command also waits at most 30 s)
+def test_report_page_renders_in_a_headless_browser(tiny, tmp_path):
+    from browser import Browser, find_chromium
+
+    assert find_chromium(), "the report test needs Chromium: apt-get install -y chromium (.ci/run does)"
+    out = tmp_path / "eval"
+    val_tool.main(["--config", tiny["config"], "--model_path", tiny["weights"], "--save_dir", str(out),
+                   "--html", "--html_images", "2"])
+    page = (out / "report.html").read_text()
+    # Self-contained: no script or image from anywhere but this folder.
+    assert "<script src" not in page and "http://" not in page and "https://" not in page
+    metrics = json.loads((out / "metrics.json").read_text())
+    per_image = json.loads((out / "per_image.json").read_text())  # worst first
+
+    with Browser(timeout=30) as browser:
+        browser.open((out / "report.html").as_uri())
+        cards = browser.evaluate("[...document.querySelectorAll('#headline .card')].map(c => c.innerText)")
+        assert cards[0].split() == [f"{metrics['mIoU']:.4f}", "mIoU"] and cards[4].split() == ["4", "images"]
+
+        # The per-class table, sorted by IoU on a click on its header, and reversed on a second click.
+        names = "[...document.querySelectorAll('#classes tbody tr')].map(r => r.cells[1].innerText.trim())"
+        assert browser.evaluate(names) == NAMES
+        by_iou = [c["name"] for c in sorted(metrics["per_class"], key=lambda c: c["IoU"])]
+        browser.evaluate("document.querySelectorAll('#classes th')[2].click()")
+        assert browser.evaluate(names) == by_iou
+        browser.evaluate("document.querySelectorAll('#classes th')[2].click()")
+        assert browser.evaluate(names) == by_iou[::-1]
+
+        # The confusion matrix and the worst image's thumbnail are loaded images; the thumbnail opens the full size.
+        matrix = browser.evaluate("(m => [m.complete, m.naturalWidth, m.naturalHeight])(document.getElementById('matrix'))")
+        assert matrix == [True, *Image.open(out / "confusion_matrix.png").size]
+        first = browser.evaluate(
+            "(r => [r.cells[1].title, r.cells[2].innerText, r.querySelector('img.thumb').naturalWidth,"
+            " r.querySelector('a').getAttribute('href')])(document.querySelector('#images tbody tr'))")
+        assert first[0] == per_image[0]["image"] and float(first[1]) == pytest.approx(per_image[0]["mIoU"], abs=1e-4)
+        assert first[2] == 480
+        full = Image.open(out / first[3])
+        assert full.width > 3 * 320  # image | prediction | label at full size, and the legend
+        assert browser.evaluate("document.querySelectorAll('#images img.thumb').length") == 2
+        assert browser.evaluate("document.querySelectorAll('#images tbody tr').length") == 4
+
+        shot = tmp_path / "page.png"
+        browser.screenshot(str(shot))
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[0] > 1000 and pixels.std() > 20  # a long page, not a blank one

@@ -28,6 +28,9 @@ def test_training_writes_checkpoints_best_model_and_config(scenes_root, tmp_path
     for name in checkpoints.FILES:
         assert os.path.isfile(tmp_path / "iter_4" / name)
     assert os.path.isfile(tmp_path / "best_model" / "metrics.json")
+    # the report page of the best model, with the worst validation images pictured
+    page = (tmp_path / "best_model" / "report.html").read_text()
+    assert page.count('class="thumb"') == 8 and len(os.listdir(tmp_path / "best_model" / "report_images")) == 16
     assert 0.0 <= state["best_miou"] <= 1.0 and state["best_iter"] in (2, 4)
     assert [it for it, _ in trainer.history] == [1, 2, 3, 4]
 

@@ -9,6 +9,7 @@ from _common import (add_config_args, add_runtime_args, add_test_args, apply_run
 
 from segkit.config import load_config
 from segkit.engine.evaluate import evaluate, write_reports
+from segkit.engine.report import write_html_report
 from segkit.runtime import return_large_buffers_to_os
 
 
@@ -18,6 +19,10 @@ def main(argv=None):
     add_test_args(parser, aug_flag="aug_eval")
     parser.add_argument("--save_dir", default="output/eval", help="where metrics.json and the other reports go")
     parser.add_argument("--num_workers", type=int, default=0, help="data-loading worker processes")
+    parser.add_argument("--html", action="store_true",
+                        help="also write report.html: metrics, sortable per-class table, confusion matrix, worst images")
+    parser.add_argument("--html_images", type=int, default=24, metavar="N",
+                        help="with --html: side-by-side pictures of the N images with the lowest mIoU (default 24)")
     add_runtime_args(parser)
     args = parser.parse_args(argv)
     apply_runtime(args)
@@ -27,9 +32,13 @@ def main(argv=None):
     dataset = cfg.build_dataset("val")
     model = build_model_for_inference(cfg, args.model_path)
     paddle.seed(args.seed)
-    result = evaluate(model, dataset, test_cfg, num_workers=args.num_workers)
+    result = evaluate(model, dataset, test_cfg, num_workers=args.num_workers, keep_worst=args.html_images if args.html else 0)
     if paddle.distributed.get_rank() == 0:
         written = write_reports(result, args.save_dir, getattr(dataset, "class_names", None))
+        if args.html:
+            written.append(write_html_report(result, args.save_dir, dataset.class_names, dataset.palette,
+                                             dataset.ignore_index, dataset.img_channels,
+                                             title=f"{os.path.basename(args.config)}: {args.model_path}"))
         print(f"reports written to {os.path.abspath(args.save_dir)}: {', '.join(os.path.basename(p) for p in written)}")
 
 

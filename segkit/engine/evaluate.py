@@ -13,6 +13,7 @@ from paddle import nn
 
 from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
+from segkit.engine.report import WorstImages
 from segkit.logger import logger
 from segkit.runtime import worker_init
 from segkit.metrics import ConfusionMeter, image_miou, per_class_records, per_class_table
@@ -69,18 +70,23 @@ def evaluate(
     test_config: Optional[TestConfig] = None,
     num_workers: int = 0,
     print_detail: bool = True,
+    keep_worst: int = 0,
 ) -> Dict[str, object]:
     """Evaluate ``model`` on ``dataset`` (mode 'val'); returns the metrics plus per-image mIoU.
 
     Images are processed one at a time; logits are mapped back to each image's original size
     before the argmax, and compared with the original label. Across ranks the confusion matrices are
     summed, so every image counts exactly once.
+
+    With ``keep_worst=k`` the prediction and label of the ``k`` images with the lowest mIoU are
+    kept in ``result['worst']`` (worst first) for the report page (``segkit.engine.report``).
     """
     test_config = test_config or TestConfig()
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(dataset.num_classes, dataset.ignore_index)
     per_image: List[Dict[str, object]] = []
+    worst = WorstImages(keep_worst)
     start = time.time()
     if print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, total_iters: {len(dataset)})...")
@@ -95,7 +101,9 @@ def evaluate(
         label = np.asarray(sample["label"])
         label = label[0] if label.ndim == 3 else label
         cm = meter.update(pred, label)
-        per_image.append({"image": sample.get("img_path", str(meter.count - 1)), "mIoU": image_miou(cm)})
+        name = sample.get("img_path", str(meter.count - 1))
+        per_image.append({"image": name, "mIoU": image_miou(cm)})
+        worst.offer(per_image[-1]["mIoU"], name, pred, label)
         del sample, label, pred  # not held while the next image is read
     _gather_counts(meter)
     per_image = _gather_per_image(per_image)
@@ -105,6 +113,7 @@ def evaluate(
     result["confusion_matrix"] = meter.matrix.copy()
     result["num_images"] = meter.count
     result["per_image"] = per_image
+    result["worst"] = worst.worst_first()
     result["seconds"] = time.time() - start
     if print_detail:
         log_result(result, getattr(dataset, "class_names", None))

@@ -13,9 +13,8 @@ from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
 from segkit.errors import DatasetError
 from segkit.logger import logger
-from segkit.metrics import confusion_matrix, image_miou
 from segkit.transforms import Compose, read_image, read_label
-from segkit.visualize import colour_label, overlay, pseudo_color, side_by_side
+from segkit.visualize import comparison, overlay, pseudo_color
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -107,12 +106,7 @@ def write_side_by_side(
     ignore_index: int = 255,
 ) -> None:
     """Write image | prediction [| label] with a legend of the classes present to ``path``."""
-    num_classes = len(class_names)
-    if image_rgb.shape[-1] == 1:  # grey input
-        image_rgb = np.repeat(image_rgb, 3, axis=-1)
-    panels = [image_rgb, colour_label(pred, palette, num_classes)]
-    titles = ["image", "prediction"]
-    classes = set(np.unique(pred).tolist())
+    label = None
     if label_path is not None:
         label = read_label(label_path)
         if label.ndim != 2 or label.shape != pred.shape:
@@ -120,19 +114,13 @@ def write_side_by_side(
                 f"label {label_path}: shape {label.shape}, expected a single-channel label of the image's size {pred.shape}."
             )
         valid = label[label != ignore_index]
-        if valid.size and (valid.min() < 0 or valid.max() >= num_classes):
+        if valid.size and (valid.min() < 0 or valid.max() >= len(class_names)):
             raise DatasetError(
-                f"label {label_path}: values {np.unique(valid[valid >= num_classes])[:5].tolist()} are not class ids "
-                f"in [0, {num_classes}) nor the ignore index {ignore_index}; give labels in training ids."
+                f"label {label_path}: values {np.unique(valid[valid >= len(class_names)])[:5].tolist()} are not class ids "
+                f"in [0, {len(class_names)}) nor the ignore index {ignore_index}; give labels in training ids."
             )
-        miou = image_miou(confusion_matrix(pred, label, num_classes, ignore_index))
-        titles[1] = f"prediction (mIoU {miou:.3f})"
-        panels.append(colour_label(label, palette, num_classes))
-        titles.append("label (white: ignored)")
-        classes |= set(np.unique(valid).tolist())
-    present = sorted(int(c) for c in classes if 0 <= c < num_classes)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    side_by_side(panels, titles, present, class_names, palette).save(path)
+    comparison(image_rgb, pred, palette, class_names, label, ignore_index).save(path)
 
 
 def predict(

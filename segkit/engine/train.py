@@ -30,12 +30,14 @@ from segkit.config import Config
 from segkit.engine import checkpoints
 from segkit.engine.ema import ModelEMA
 from segkit.engine.evaluate import evaluate, write_reports
+from segkit.engine.report import write_html_report
 from segkit.engine.sampler import SeededDataset, TrainSampler
 from segkit.errors import ConfigError, TrainingError
 from segkit.logger import logger
 from segkit.runtime import worker_init
 
 LOSS_LOG = "train_log.jsonl"
+REPORT_IMAGES = 8  # worst validation images pictured in best_model/report.html
 
 
 @dataclasses.dataclass
@@ -381,7 +383,7 @@ class Trainer:
             weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
             with weights, self.autocast():
                 result = evaluate(self.model, self.val_set, self.cfg.test_config(), self.opts.num_workers,
-                                  print_detail=self.rank == 0)
+                                  print_detail=self.rank == 0, keep_worst=REPORT_IMAGES)
             self.model.train()
             if self.vdl:
                 self.vdl.add_scalar("Evaluate/mIoU", result["mIoU"], iteration)
@@ -399,7 +401,9 @@ class Trainer:
         if improved:
             best = os.path.join(self.opts.save_dir, "best_model")
             self.save(best)
-            write_reports(result, best, getattr(self.val_set, "class_names", None))
+            write_reports(result, best, self.val_set.class_names)
+            write_html_report(result, best, self.val_set.class_names, self.val_set.palette, self.val_set.ignore_index,
+                              self.val_set.img_channels, title=f"best model: iteration {iteration}")
         if result is not None:
             logger.info(
                 f"[EVAL] The model with the best validation mIoU ({self.state['best_miou']:.4f}) was saved at "
