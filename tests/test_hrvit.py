@@ -22,13 +22,9 @@ from segkit.weights.torch_pickle import read_torch_zip
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import convert_weights  # noqa: E402  (tools/convert_weights.py)
+import hrvit_golden  # noqa: E402  (tests/hrvit_golden.py: the weight generator and the golden file)
 
-GOLDEN = os.path.join(
-    os.environ.get("SEGKIT_GOLDEN_DIR", os.path.join(ROOT, "..", "shared", "golden")), "hrvit_b1_features.npz"
-)
-GOLDEN_EXTRA = ("input", "out0", "out1", "out2", "out3")
-
-# Trainable parameter counts from REFERENCE.md: (150 classes, 19 classes).
+# Trainable parameter counts from docs/REFERENCE.md: (150 classes, 19 classes).
 REFERENCE_PARAMS = {
     "b1": (8_183_118, 8_149_451),
     "b2": (20_809_782, 20_776_115),
@@ -40,15 +36,16 @@ def trainable_count(layer: paddle.nn.Layer) -> int:
     return sum(int(np.prod(p.shape)) for p in layer.parameters() if not p.stop_gradient)
 
 
+@pytest.fixture(scope="module", params=hrvit_golden.VARIANTS)
+def golden_any(request):
+    """(variant, official-named weights, {"input", "out0".."out3"}) for b1 and for b2."""
+    return (request.param, *hrvit_golden.load_case(request.param))
+
+
 @pytest.fixture(scope="module")
 def golden():
-    """The official weights (float16 -> float32, PyTorch names and layouts), input and outputs."""
-    if not os.path.exists(GOLDEN):
-        raise FileNotFoundError(f"golden data {GOLDEN} is missing (set SEGKIT_GOLDEN_DIR to its folder)")
-    with np.load(GOLDEN, allow_pickle=False) as archive:
-        data = {k: archive[k] for k in archive.files if k != "meta"}
-    weights = {k: v.astype("float32") for k, v in data.items() if k not in GOLDEN_EXTRA}
-    return weights, data
+    """b1's official-named weights (PyTorch names and layouts) and its input and outputs."""
+    return hrvit_golden.load_case("b1")
 
 
 def assert_matches_golden(backbone: paddle.nn.Layer, data) -> None:
@@ -68,9 +65,9 @@ def assert_matches_golden(backbone: paddle.nn.Layer, data) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-def test_b1_matches_official_outputs_through_load_weights(golden):
-    weights, data = golden
-    backbone = BACKBONES.get("HRViT_b1")()
+def test_matches_official_outputs_through_load_weights(golden_any):
+    variant, weights, data = golden_any
+    backbone = BACKBONES.get(f"HRViT_{variant}")()
     report = load_weights(backbone, weights, source="golden")  # applies remap_checkpoint_keys
     assert len(report.loaded) == len(backbone.state_dict()) == len(weights)
     assert_matches_golden(backbone, data)
@@ -82,9 +79,11 @@ def test_b1_matches_official_outputs_via_pretrained_and_the_convert_tool(golden,
     official = str(tmp_path / "official_names.pdparams")
     paddle.save(weights, official)
     assert_matches_golden(hrvit.HRViT_b1(pretrained=official), data)
-    # The CLI converts the .npz once; the result holds segkit's own names and loads unchanged.
+    # The CLI converts an .npz once; the result holds segkit's own names and loads unchanged.
+    official_npz = str(tmp_path / "official_names.npz")
+    np.savez(official_npz, **weights)
     converted = str(tmp_path / "converted.pdparams")
-    argv = [GOLDEN, converted, "--model", "HRViT_b1", "--allow_unexpected", *GOLDEN_EXTRA]
+    argv = [official_npz, converted, "--model", "HRViT_b1"]
     assert convert_weights.main(argv) == 0
     saved = paddle.load(converted, return_numpy=True)
     assert set(saved) == set(hrvit.HRViT_b1().state_dict())
@@ -172,7 +171,7 @@ def test_mmseg_segmentation_checkpoint_loads_into_model_and_backbone(golden, tmp
         got = model.head(feats)
         assert float((got - expected).abs().max()) < 1e-4
         logits = model(x)
-    assert logits.shape == [1, 150, 192, 256]
+    assert logits.shape == [1, 150, *data["input"].shape[2:]]
 
     # The same file as a backbone's `pretrained`: its head keys are ignored, the backbone matches.
     path = str(tmp_path / "mmseg_seg.pdparams")

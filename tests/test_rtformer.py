@@ -126,6 +126,7 @@ def test_paddleseg_checkpoint_without_aux_head_loads(tmp_path):
     assert isinstance(out, list) and len(out) == 1
 
 
+# Trainable parameter counts from docs/REFERENCE.md.
 @pytest.mark.parametrize(
     "factory, num_classes, expected",
     [

@@ -14,7 +14,7 @@ from segkit.models import segformer as sf
 from segkit.registry import BACKBONES, HEADS, MODELS, build
 
 
-# Trainable parameter counts from REFERENCE.md (150 classes, 19 classes).
+# Trainable parameter counts from docs/REFERENCE.md (150 classes, 19 classes).
 REFERENCE_PARAMS = {
     "b0": (3_752_694, 3_719_027),
     "b1": (13_715_798, 13_682_131),

@@ -217,6 +217,7 @@ def test_remap_maps_every_paddleseg_key_and_is_idempotent(base_official_pair):
     assert backbone_only == {"stages.2.blocks.11.mlp_norm._mean": 0, "stages.0.embed.4.weight": 1, "stages.3.norm.bias": 2}
 
 
+# Trainable parameter counts from docs/REFERENCE.md.
 @pytest.mark.parametrize("name, classes, expected", [
     ("segnext_t", 150, 4_263_414), ("segnext_t", 19, 4_229_747),
     ("segnext_s", 150, 13_932_886), ("segnext_b", 150, 27_636_310),
