@@ -14,6 +14,17 @@ import numpy as np
 import paddle
 
 
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index``'s transforms in ``epoch`` of a run seeded with ``seed``."""
+    return int(np.random.default_rng([seed, epoch, index]).integers(2**31))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed NumPy's and Python's global generators, which the transforms draw from."""
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 class TrainSampler:
     """Endless batches of ``(sample_seed, index)`` pairs for one rank.
 
@@ -53,7 +64,7 @@ class TrainSampler:
         order = np.random.default_rng([self.seed, epoch]).permutation(self.num_samples)
         start = step * self.global_batch + self.rank * self.batch_size
         indices = order[start:start + self.batch_size]
-        return [(int(np.random.default_rng([self.seed, epoch, int(i)]).integers(2**31)), int(i)) for i in indices]
+        return [(sample_seed(self.seed, epoch, int(i)), int(i)) for i in indices]
 
     def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
         iteration = self.start_iter
@@ -73,7 +84,6 @@ class SeededDataset(paddle.io.Dataset):
 
     def __getitem__(self, key):
         seed, index = key
-        np.random.seed(seed)
-        random.seed(seed)
+        seed_everything(seed)
         sample = self.dataset[index]
         return sample["img"], sample["label"]
