@@ -109,7 +109,7 @@ def test_fp16_non_finite_step_is_skipped_and_counted(root, tmp_path, capsys):
     nan_at(trainer, {2})
     state = trainer.train()
     assert "--precision fp16" in capsys.readouterr().out  # CPU: float32 numerics, said once
-    assert state["iter"] == 3 and state["skipped_steps"] == 1
+    assert state.iter == 3 and state.skipped_steps == 1
     w1, w2, w3 = (weights(str(tmp_path / "run" / f"iter_{i}" / "model.pdparams")) for i in (1, 2, 3))
     for key in w1:
         np.testing.assert_array_equal(w2[key], w1[key], err_msg=key)  # the NaN step changed nothing

@@ -19,7 +19,7 @@ import paddle
 from conftest import QUICKSTART, ROOT, tiny_opts
 
 from segkit.engine import checkpoints
-from segkit.engine.train import truncate_loss_log
+from segkit.engine.train_logger import truncate_loss_log
 
 ITERS = 8
 

@@ -1,19 +1,27 @@
-"""Training checkpoints: ``save_dir/iter_N/`` and ``save_dir/best_model/``, written atomically.
+"""Training checkpoints (folders): ``save_dir/iter_N/`` and ``save_dir/best_model/``, written atomically.
 
 A checkpoint folder holds ``model.pdparams`` and ``model.pdopt`` (as PaddleSeg writes them) and
 ``train_state.pdstates`` with everything else a resume needs. Folders are written under a temporary
 name and renamed into place, so an interrupted save never leaves a partial ``iter_N``.
+
+``CheckpointManager`` is what the trainer uses: save, find the newest complete checkpoint, restore,
+prune. Model weights on their own (pretrained files, URLs, other formats) are ``segkit.weights``.
 """
 
+import dataclasses
 import os
 import re
 import shutil
 import tempfile
 from typing import Dict, List, Optional
 
+import numpy as np
 import paddle
+from paddle import nn
 
+from segkit.engine.train_state import TrainState
 from segkit.errors import CheckpointError
+from segkit.logger import logger
 
 FILES = ("model.pdparams", "model.pdopt", "train_state.pdstates")
 ITER_DIR = re.compile(r"^iter_(\d+)$")
@@ -143,3 +151,110 @@ def portable_optimizer_state(model, optimizer_state: Dict) -> Dict:
 def restore_optimizer_state(model, portable_state: Dict) -> Dict:
     """Inverse of ``portable_optimizer_state`` for this process's model."""
     return _rename_optimizer_keys(portable_state, {n: p.name for n, p in model.named_parameters()})
+
+
+@dataclasses.dataclass
+class Trainables:
+    """What a checkpoint holds besides the counters: the objects a training step changes."""
+
+    model: nn.Layer
+    optimizer: paddle.optimizer.Optimizer
+    lr: paddle.optimizer.lr.LRScheduler
+    seed: int
+    scaler: Optional[paddle.amp.GradScaler] = None
+    ema: Optional[object] = None  # segkit.engine.ema.ModelEMA
+
+    @property
+    def scaling(self) -> bool:
+        """Whether a loss scaler is in use (fp16 on a device)."""
+        return self.scaler is not None and self.scaler.is_enable()
+
+
+class CheckpointManager:
+    """The checkpoints of one run in ``save_dir``: save, find the newest complete one, restore, prune.
+
+    Args:
+        save_dir: the run's folder.
+        keep: how many ``iter_N`` folders to keep (``--keep_checkpoint_max``).
+        writer: whether this process writes (rank 0); the others only read.
+
+    Attributes:
+        last: the newest checkpoint of the run, written or resumed from (None before the first).
+    """
+
+    def __init__(self, save_dir: str, keep: int, writer: bool = True):
+        self.save_dir, self.keep, self.writer = save_dir, keep, writer
+        self.last: Optional[str] = None
+
+    def prepare(self, cfg) -> None:
+        """Create ``save_dir`` and write the resolved config next to the checkpoints."""
+        if self.writer:
+            os.makedirs(self.save_dir, exist_ok=True)
+            cfg.dump(os.path.join(self.save_dir, "config.yml"))
+
+    def find_resume(self, resume_model: Optional[str]) -> Optional[str]:
+        """Tidy up an interrupted save, then the folder ``resume_model`` names (``auto``: the newest
+        complete ``iter_N``), or None to start from scratch."""
+        if self.writer:
+            for action in clean_interrupted(self.save_dir):
+                logger.info(f"Interrupted save: {action}.")
+        if not resume_model:
+            return None
+        folder = resolve_resume(resume_model, self.save_dir)
+        if folder is None and self.writer:
+            logger.info(f"--resume_model auto: no checkpoint in {self.save_dir} yet; starting from scratch.")
+        return folder
+
+    def save_iteration(self, iteration: int, parts: Trainables, state: TrainState) -> str:
+        """Write ``iter_<iteration>`` and prune old ones; returns the folder."""
+        folder = os.path.join(self.save_dir, f"iter_{iteration}")
+        if self.writer:
+            self.save(folder, parts, state)
+            prune(self.save_dir, self.keep)
+        self.last = folder
+        return folder
+
+    def save_best(self, parts: Trainables, state: TrainState) -> str:
+        """Write ``best_model``; returns the folder."""
+        folder = os.path.join(self.save_dir, "best_model")
+        if self.writer:
+            self.save(folder, parts, state)
+        return folder
+
+    @staticmethod
+    def save(folder: str, parts: Trainables, state: TrainState) -> None:
+        """Write model, optimizer and resume state (and the EMA weights) to ``folder`` atomically."""
+        train_state = dict(state.to_dict(), lr_scheduler=parts.lr.state_dict(), seed=parts.seed)
+        if parts.scaling:
+            train_state["scaler"] = parts.scaler.state_dict()
+        extra = {"ema.pdparams": parts.ema.state_dict()} if parts.ema else None
+        optimizer_state = portable_optimizer_state(parts.model, parts.optimizer.state_dict())
+        save_checkpoint(folder, parts.model.state_dict(), optimizer_state, train_state, extra)
+
+    @staticmethod
+    def restore_model(model: nn.Layer, folder: str) -> None:
+        """Load the model weights of checkpoint ``folder`` (strictly)."""
+        from segkit.weights import load_weights
+
+        state = paddle.load(os.path.join(folder, "model.pdparams"))
+        load_weights(model, {k: np.asarray(v) for k, v in state.items()}, source=folder)
+
+    def restore(self, folder: str, parts: Trainables) -> TrainState:
+        """Restore optimizer, schedule, loss scaler and EMA from ``folder``; returns its counters."""
+        loaded = load_checkpoint(folder)
+        parts.optimizer.set_state_dict(restore_optimizer_state(parts.model, loaded["model.pdopt"]))
+        saved = loaded["train_state.pdstates"]
+        parts.lr.set_state_dict(saved["lr_scheduler"])
+        if parts.scaling and saved.get("scaler"):
+            parts.scaler.load_state_dict(saved["scaler"])
+        if parts.ema:
+            # A checkpoint written without --use_ema starts the average from the resumed weights.
+            if "ema.pdparams" in loaded:
+                parts.ema.set_state_dict(loaded["ema.pdparams"])
+            elif self.writer:
+                logger.info(f"{folder} has no ema.pdparams; the EMA starts from the resumed weights.")
+        state = TrainState.from_dict(saved)
+        self.last = folder
+        if self.writer:
+            logger.info(f"Resumed from {folder} at iteration {state.iter}.")
+        return state
