@@ -98,6 +98,17 @@ def worker_init(worker_id: int) -> None:  # noqa: ARG001 (the DataLoader's worke
     set_threads(1)
 
 
+def configure_process(threads: Optional[int] = None) -> int:
+    """Apply every process-wide setting of a tool; returns the number of compute threads.
+
+    The one call each tool makes at start (train, val and predict alike), so evaluation during
+    training runs under the same settings as ``tools/val.py``.
+    """
+    threads = set_threads(threads)
+    return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
+    return threads
+
+
 def return_large_buffers_to_os(threshold: int = 128 * 1024) -> bool:
     """Make glibc serve every allocation of ``threshold`` bytes or more with its own ``mmap``.
 
@@ -105,7 +116,7 @@ def return_large_buffers_to_os(threshold: int = 128 * 1024) -> bool:
     after which full-resolution tensors are carved from the heap instead; the heap fragments and
     the resident size creeps up image after image (RTFormer-Slim at 2048x1024: peak 1.05 GiB
     after 5 images instead of 0.85 GiB). A fixed threshold hands each freed buffer back to the OS.
-    Called by tools/val.py and tools/predict.py. Returns whether the setting was applied (glibc on
+    Applied by ``configure_process``. Returns whether the setting was applied (glibc on
     Linux only).
     """
     if not sys.platform.startswith("linux"):

@@ -125,3 +125,32 @@ def test_missing_dataset_folder_is_named(tmp_path):
     )
     result = run_cli(["tools/val.py", "--config", str(cfg), "--model_path", str(cfg)])
     assert result.returncode == 2 and "/no/such/folder" in result.stderr and "Traceback" not in result.stderr
+
+
+TOOLS = sorted(
+    os.path.join(folder, name)
+    for folder in ("tools", os.path.join("tools", "data"))
+    for name in os.listdir(os.path.join(ROOT, folder))
+    if name.endswith(".py") and not name.startswith("_")
+)
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_runs_through_the_one_error_handler(tool):
+    source = open(os.path.join(ROOT, tool), encoding="utf-8").read()
+    assert source.rstrip().endswith('if __name__ == "__main__":\n    run_cli(main)'), tool
+    assert "except SegkitError" not in source and "sys.exit(" not in source, tool
+
+
+@pytest.mark.timeout(120)
+def test_bad_input_found_inside_segkit_exits_2_from_every_kind_of_tool(scenes_root, tmp_path):
+    # the training sampler's check (batch larger than the training set)
+    result = run_cli(["tools/train.py", "--config", QUICKSTART, "--save_dir", str(tmp_path / "run"),
+                      "--opts", *tiny_opts(scenes_root, batch_size=400)])
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "batch_size: the training set has 300 samples, fewer than one global batch" in result.stderr
+    # convert_weights.py (exited 1 before it shared the handler)
+    result = run_cli(["tools/convert_weights.py", str(tmp_path / "a.pth"), str(tmp_path / "b.pdparams"),
+                      "--model", "hrvit_b9"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown model or backbone 'hrvit_b9'" in result.stderr

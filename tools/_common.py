@@ -1,4 +1,6 @@
-"""Argument helpers shared by the command-line tools."""
+"""What the command-line tools share: the repository on ``sys.path`` (so a checkout runs without
+installing), ``--config``/``--opts`` and the other common flags, and ``run_cli``, the one error
+handler (exit status 2 for bad input). A tool parses its flags, calls segkit and prints."""
 
 import argparse
 import os
@@ -28,18 +30,20 @@ def apply_runtime(args) -> int:
     from segkit import runtime
     from segkit.logger import logger
 
-    threads = runtime.set_threads(args.threads)
+    threads = runtime.configure_process(args.threads)
     logger.info(f"Compute threads: {threads} (of {runtime.available_cores()} available cores; --threads to change).")
     return threads
 
 
 def run_cli(main) -> None:
-    """Run ``main()``; bad input (a SegkitError) prints one clear message and exits with status 2."""
+    """Run a tool's ``main()`` and exit with the status it returns (None: 0), the one error handler of
+    every tool: bad input (a SegkitError) prints one clear message, no traceback, and exits with status 2."""
     try:
-        main()
+        status = main()
     except SegkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    sys.exit(status or 0)
 
 
 def add_test_args(parser: argparse.ArgumentParser, aug_flag: str) -> None:

@@ -10,33 +10,30 @@ or dataset.
 """
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _common import add_config_args, run_cli
 
-from segkit.config import load_config  # noqa: E402
-from segkit.data_check import format_report, scan_dataset  # noqa: E402
-from segkit.errors import SegkitError  # noqa: E402
+from segkit.config import load_config
+from segkit.data_check import format_report, scan_dataset
+from segkit.errors import ConfigError
 
 SECTIONS = {"train": "train_dataset", "val": "val_dataset"}
 
 
-def main() -> int:
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys")
+    add_config_args(parser)
     parser.add_argument("--splits", nargs="+", default=["train", "val"], choices=sorted(SECTIONS),
                         help="which datasets to scan")
     parser.add_argument("--limit", type=int, help="scan only the first N labels of each dataset")
     parser.add_argument("--num_workers", type=int, default=0, help="processes reading labels in parallel")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     cfg = load_config(args.config, args.opts)
     clean = True
     scanned = 0
     for split in args.splits:
-        if SECTIONS[split] not in cfg.data:
+        if not cfg.has(SECTIONS[split]):
             print(f"{SECTIONS[split]}: not in the config, skipped")
             continue
         dataset = cfg.build_dataset(split)
@@ -46,13 +43,9 @@ def main() -> int:
         clean = clean and report.ok
         scanned += 1
     if not scanned:
-        raise SegkitError(f"{args.config}: no train_dataset or val_dataset section to scan.")
+        raise ConfigError(f"{args.config}: no train_dataset or val_dataset section to scan.")
     return 0 if clean else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SegkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_cli(main)

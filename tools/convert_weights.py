@@ -16,18 +16,16 @@ A .pth in PyTorch's zip format (torch >= 1.6) is read without PyTorch by
 import argparse
 import inspect
 import os
-import sys
 from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
+from _common import run_cli
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import segkit.models  # noqa: E402,F401  (registers every model and backbone)
-from segkit.weights import load_weights, read_state_dict  # noqa: E402
-from segkit.errors import ConfigError, SegkitError  # noqa: E402
-from segkit.registry import BACKBONES, MODELS, did_you_mean  # noqa: E402
+import segkit.models  # noqa: F401  (registers every model and backbone)
+from segkit.errors import ConfigError
+from segkit.registry import BACKBONES, MODELS, did_you_mean
+from segkit.weights import load_weights, read_state_dict
 
 
 def read_weights(path: str) -> Dict[str, np.ndarray]:
@@ -73,14 +71,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="key prefixes of the source to drop (e.g. head for an ImageNet classifier)",
     )
     args = parser.parse_args(argv)
-    try:
-        summary = convert(args.src, args.dst, args.model, args.num_classes, args.allow_unexpected)
-    except SegkitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    summary = convert(args.src, args.dst, args.model, args.num_classes, args.allow_unexpected)
     print(f"{args.src} -> {args.dst}: {summary}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

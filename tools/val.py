@@ -10,7 +10,6 @@ from _common import (add_config_args, add_runtime_args, add_test_args, apply_run
 from segkit.config import load_config
 from segkit.engine.evaluate import evaluate, write_reports
 from segkit.engine.report import write_html_report
-from segkit.runtime import return_large_buffers_to_os
 
 
 def main(argv=None):
@@ -26,7 +25,6 @@ def main(argv=None):
     add_runtime_args(parser)
     args = parser.parse_args(argv)
     apply_runtime(args)
-    return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
     cfg = load_config(args.config, args.opts)
     test_cfg = test_config_from_args(cfg, args)
     dataset = cfg.build_dataset("val")

@@ -177,6 +177,46 @@ class Config:
             validate(item, LOSSES, f"loss.types.{i}")
 
     # ---- plain values ---------------------------------------------------------------------
+    def has(self, key: str) -> bool:
+        """Whether the config has the top-level section ``key``."""
+        return key in self.data
+
+    @property
+    def sync_bn(self) -> bool:
+        """``sync_bn: true``: BatchNorm statistics over all processes."""
+        return bool(self.data.get("sync_bn", False))
+
+    def export_transforms(self) -> List[Any]:
+        """The transforms an exported model's deploy.yaml names: ``export``'s, else ``val_dataset``'s."""
+        section = self.data.get("export") or self.data.get("val_dataset") or {}
+        return section.get("transforms", [])
+
+    def _labelled_dataset(self) -> Dict[str, Any]:
+        """The dataset section that describes the classes at prediction time (val, else train)."""
+        return self.data.get("val_dataset") or self.data.get("train_dataset") or {}
+
+    def _dataset_class_attribute(self, name: str):
+        """A class attribute (``PALETTE``, ``CLASS_NAMES``) of the configured dataset type, or None."""
+        kind = self._labelled_dataset().get("type")
+        return getattr(DATASETS.get(kind), name, None) if kind in DATASETS else None
+
+    def palette(self) -> List[List[int]]:
+        """The dataset's colours: its ``palette`` key, else its class's ``PALETTE``, else the default palette."""
+        from segkit.datasets.base import default_palette
+
+        return (self._labelled_dataset().get("palette") or self._dataset_class_attribute("PALETTE")
+                or default_palette(self.num_classes()))
+
+    def class_names(self) -> List[str]:
+        """The dataset's class names (its ``class_names`` key or class), else ``class_i``."""
+        names = self._labelled_dataset().get("class_names") or self._dataset_class_attribute("CLASS_NAMES")
+        count = self.num_classes()
+        return list(names) if names and len(names) == count else [f"class_{i}" for i in range(count)]
+
+    def ignore_index(self) -> int:
+        """The label value that marks unlabelled pixels (255 unless the dataset says otherwise)."""
+        return self._labelled_dataset().get("ignore_index", 255)
+
     @property
     def batch_size(self) -> int:
         """Images per step (per device)."""
@@ -217,6 +257,18 @@ class Config:
         """Build ``train_dataset`` (mode 'train') or ``val_dataset`` (mode 'val')."""
         key = "train_dataset" if mode == "train" else "val_dataset"
         return self._build(key, DATASETS, f"{mode} data", mode=mode)
+
+    def build_transforms(self, mode: str):
+        """The transforms of ``train_dataset`` (mode 'train') or ``val_dataset`` (mode 'val') as one Compose."""
+        from segkit.datasets.base import build_transforms
+        from segkit.transforms import Compose
+
+        key = "train_dataset" if mode == "train" else "val_dataset"
+        section = self.require(key, f"{mode} transforms")
+        try:
+            return Compose(build_transforms(section.get("transforms", []), key))
+        except ConfigError as exc:
+            raise self.error(exc) from None
 
     def num_classes(self) -> int:
         """The class count: the model's, else the datasets'."""

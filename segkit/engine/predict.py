@@ -1,8 +1,9 @@
 """Prediction on image files: pseudo-colour PNGs and overlays, keeping the inputs' relative paths;
 on request side-by-side PNGs (image, prediction, label) with a legend of the classes present."""
 
+import dataclasses
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -123,63 +124,88 @@ def write_side_by_side(
     comparison(image_rgb, pred, palette, class_names, label, ignore_index).save(path)
 
 
-def predict(
-    model: nn.Layer,
-    transforms: Compose,
-    image_paths: Sequence[str],
-    image_root: str,
-    save_dir: str,
-    palette: np.ndarray,
-    test_config: Optional[TestConfig] = None,
-    class_names: Optional[Sequence[str]] = None,
-    side_by_side_pngs: bool = False,
-    labels: Optional[Dict[str, str]] = None,
-    ignore_index: int = 255,
-) -> List[str]:
-    """Predict every image; write ``pseudo_color_prediction/`` and ``added_prediction/`` under ``save_dir``.
+@dataclasses.dataclass
+class Prediction:
+    """One image's prediction: the class id of every pixel at the image's original size."""
+
+    path: str
+    label_map: np.ndarray  # [H, W] uint8 class ids
+    num_classes: int
+
+
+def predict_images(model: nn.Layer, transforms: Compose, image_paths: Sequence[str],
+                   test_config: Optional[TestConfig] = None) -> Iterator[Prediction]:
+    """Predict the images one at a time (the inference half of prediction: no files written).
 
     Args:
-        model: the model, in eval mode.
+        model: the model; it is put in eval mode.
         transforms: the val transforms (resizes and paddings are undone on the logits).
         image_paths: images to predict.
-        image_root: output paths keep the images' paths relative to this folder.
-        save_dir: output folder.
-        palette: [256, 3] colour table.
         test_config: whole / slide / aug settings.
-        class_names: names for the legend of the side-by-side PNGs.
-        side_by_side_pngs: also write ``side_by_side/<stem>.png``: image | prediction [| label] + legend.
-        labels: image path -> label path (training ids) for the side-by-side PNGs.
-        ignore_index: label value drawn black and left out of the legend.
-
-    Returns:
-        The paths of the pseudo-colour PNGs, in input order.
     """
     test_config = test_config or TestConfig()
-    labels = labels or {}
-    if labels and not side_by_side_pngs:
-        raise ValueError("predict: labels are only used for side-by-side PNGs; set side_by_side_pngs=True")
     model.eval()
-    written = []
-    for i, path in enumerate(image_paths):
+    for path in image_paths:
         data = transforms({"img": path, "trans_info": []})
         logits = infer_image(model, paddle.to_tensor(data["img"][None]), data["trans_info"], test_config)
         pred = paddle.argmax(logits, axis=1)[0].numpy().astype(np.uint8)
         num_classes = logits.shape[1]
         del logits, data  # the full-resolution logits of one image at a time
-        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(image_root))
-        stem = os.path.splitext(rel)[0]
-        colour_path = os.path.join(save_dir, "pseudo_color_prediction", stem + ".png")
-        added_path = os.path.join(save_dir, "added_prediction", stem + ".jpg")
-        os.makedirs(os.path.dirname(colour_path), exist_ok=True)
-        os.makedirs(os.path.dirname(added_path), exist_ok=True)
-        pseudo_color(pred, palette).save(colour_path)
-        image_rgb = read_image(path)
-        blended = overlay(image_rgb, pred, palette)
-        cv2.imwrite(added_path, cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
-        if side_by_side_pngs:
-            names = class_names or [f"class_{c}" for c in range(num_classes)]
-            write_side_by_side(os.path.join(save_dir, "side_by_side", stem + ".png"), image_rgb, pred, palette,
-                               names, labels.get(path), ignore_index)
-        written.append(colour_path)
-        logger.info(f"[{i + 1}/{len(image_paths)}] {path} -> {colour_path}")
+        yield Prediction(path, pred, num_classes)
+
+
+class PredictionWriter:
+    """Writes predictions under ``save_dir``, keeping the images' paths relative to ``image_root``:
+    ``pseudo_color_prediction/<stem>.png``, ``added_prediction/<stem>.jpg`` and, on request,
+    ``side_by_side/<stem>.png`` (image | prediction [| label] + legend).
+
+    Args:
+        save_dir: output folder.
+        image_root: output paths keep the images' paths relative to this folder.
+        palette: [256, 3] colour table.
+        class_names: names for the legend of the side-by-side PNGs.
+        side_by_side: also write the side-by-side PNGs.
+        labels: image path -> label path (training ids) for the side-by-side PNGs.
+        ignore_index: label value drawn black and left out of the legend.
+    """
+
+    def __init__(self, save_dir: str, image_root: str, palette: np.ndarray,
+                 class_names: Optional[Sequence[str]] = None, side_by_side: bool = False,
+                 labels: Optional[Dict[str, str]] = None, ignore_index: int = 255):
+        if labels and not side_by_side:
+            raise ValueError("PredictionWriter: labels are only used for side-by-side PNGs; set side_by_side=True")
+        self.save_dir, self.image_root, self.palette = save_dir, image_root, palette
+        self.class_names, self.side_by_side = class_names, side_by_side
+        self.labels, self.ignore_index = labels or {}, ignore_index
+
+    def output_path(self, folder: str, image_path: str, extension: str) -> str:
+        """``save_dir/folder/<image path relative to image_root, without extension><extension>``, its folder made."""
+        rel = os.path.relpath(os.path.abspath(image_path), os.path.abspath(self.image_root))
+        path = os.path.join(self.save_dir, folder, os.path.splitext(rel)[0] + extension)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return path
+
+    def write(self, prediction: Prediction) -> str:
+        """Write one prediction's files; returns the pseudo-colour PNG's path."""
+        pred = prediction.label_map
+        colour_path = self.output_path("pseudo_color_prediction", prediction.path, ".png")
+        pseudo_color(pred, self.palette).save(colour_path)
+        image_rgb = read_image(prediction.path)
+        blended = overlay(image_rgb, pred, self.palette)
+        cv2.imwrite(self.output_path("added_prediction", prediction.path, ".jpg"),
+                    cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+        if self.side_by_side:
+            names = self.class_names or [f"class_{c}" for c in range(prediction.num_classes)]
+            write_side_by_side(self.output_path("side_by_side", prediction.path, ".png"), image_rgb, pred,
+                               self.palette, names, self.labels.get(prediction.path), self.ignore_index)
+        return colour_path
+
+
+def predict(model: nn.Layer, transforms: Compose, image_paths: Sequence[str], writer: PredictionWriter,
+            test_config: Optional[TestConfig] = None) -> List[str]:
+    """Predict every image and write its files with ``writer``; returns the pseudo-colour PNGs' paths."""
+    written = []
+    for i, prediction in enumerate(predict_images(model, transforms, image_paths, test_config)):
+        written.append(writer.write(prediction))
+        logger.info(f"[{i + 1}/{len(image_paths)}] {prediction.path} -> {written[-1]}")
     return written

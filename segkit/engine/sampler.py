@@ -13,6 +13,8 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import paddle
 
+from segkit.errors import ConfigError
+
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of sample ``index``'s transforms in ``epoch`` of a run seeded with ``seed``."""
@@ -40,9 +42,11 @@ class TrainSampler:
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start_iter: int = 0):
         self.global_batch = batch_size * world_size
         if num_samples < self.global_batch:
-            raise ValueError(
-                f"the training set has {num_samples} samples, fewer than one global batch "
-                f"({batch_size} x {world_size} processes); lower batch_size"
+            raise ConfigError(
+                f"batch_size: the training set has {num_samples} samples, fewer than one global batch "
+                f"({batch_size} per process, accumulated micro-batches included, x {world_size} processes). "
+                "Lower batch_size (or --accumulate_steps), or add training samples.",
+                key="batch_size",
             )
         self.num_samples = num_samples
         self.batch_size = batch_size

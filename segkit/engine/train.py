@@ -127,7 +127,7 @@ class Trainer:
         """The model (first, so that its initial weights depend on the seed alone)."""
         self.model = self.cfg.build_model()
         # A top-level ``sync_bn: true`` in the config asks for the same.
-        if self.opts.sync_bn or self.cfg.data.get("sync_bn", False):
+        if self.opts.sync_bn or self.cfg.sync_bn:
             self.model = convert_sync_bn(self.model, self.world, paddle.get_device())
 
     def build_data(self) -> None:
