@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from segkit.errors import DatasetError
+from segkit.progress import track
 
 
 def label_histogram(label: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -257,10 +258,10 @@ def scan_dataset(dataset, limit: Optional[int] = None, num_workers: int = 0) -> 
         from multiprocessing import Pool
 
         with Pool(num_workers, initializer=_init_worker, initargs=(dataset.map_label,)) as pool:
-            for found in pool.imap(_inspect_in_worker, pairs, chunksize=8):
+            for found in track(pool.imap(_inspect_in_worker, pairs, chunksize=8), len(pairs), "scanning", "label"):
                 _add(report, found)
     else:
-        for img_path, label_path in pairs:
+        for img_path, label_path in track(pairs, desc="scanning", unit="label"):
             _add(report, inspect_pair(img_path, label_path, dataset.map_label))
     return report
 

@@ -113,6 +113,9 @@ def test_val_writes_every_report_consistently(tiny, tmp_path, capsys):
                    "--is_slide", "--crop_size", "96", "96", "--stride", "64", "64"])
     console = capsys.readouterr().out
     assert "[EVAL] #Images: 4 mIoU:" in console and "triangle" in console
+    # progress in a log (no terminal): a line per quarter, then the summary
+    assert "[EVAL] 1/4 img (25%), " in console and "[EVAL] 3/4 img (75%), " in console
+    assert "[EVAL] 4/4 img in 00:00:" in console
     assert sorted(os.listdir(out)) == sorted(REPORT_FILES)
 
     # The matrix counts every labelled pixel of the 4 label files once.

@@ -121,12 +121,8 @@ def build_model_for_inference(cfg, model_path: str):
 
 
 def run_conversions(tasks, num_workers: int) -> None:
-    """Run label conversions (``segkit.datasets.convert``) with a progress line and a summary."""
+    """Run label conversions (``segkit.datasets.convert``) with progress and a summary."""
     from segkit.datasets.convert import run_tasks
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 200 == 0:
-            print(f"\r{done}/{total}", end="", flush=True)
-
-    written = run_tasks(tasks, num_workers, progress=progress)
-    print(f"\n{written} written, {len(tasks) - written} already present, {len(tasks)} labels in total")
+    written = run_tasks(tasks, num_workers)
+    print(f"{written} written, {len(tasks) - written} already present, {len(tasks)} labels in total")

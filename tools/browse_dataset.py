@@ -13,6 +13,7 @@ from _common import add_config_args, run_cli
 from segkit.config import load_config
 from segkit.datasets.browse import sample_picture
 from segkit.errors import ConfigError
+from segkit.progress import track
 
 
 def main(argv=None):
@@ -31,7 +32,7 @@ def main(argv=None):
     count = min(args.num, len(dataset))
     order = np.random.default_rng(args.seed).permutation(len(dataset)) if args.shuffle else np.arange(len(dataset))
     os.makedirs(args.save_dir, exist_ok=True)
-    for index in (int(i) for i in order[:count]):
+    for index in track([int(i) for i in order[:count]], desc="drawing", unit="sample"):
         stem = os.path.splitext(os.path.basename(dataset.file_list[index][0]))[0]
         path = os.path.join(args.save_dir, f"{args.split}_{index:05d}_{stem}.png")
         sample_picture(dataset, index, args.seed).save(path)

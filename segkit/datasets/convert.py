@@ -9,7 +9,7 @@ processed in parallel with a process pool.
 import os
 import random
 from multiprocessing import Pool
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -19,6 +19,7 @@ from segkit.datasets.cityscapes import LABEL_ID_TO_TRAIN_ID, LABEL_SUFFIX, RAW_S
 from segkit.datasets.cocostuff import LABEL_SUFFIX as COCO_LABEL_SUFFIX
 from segkit.datasets.cocostuff import STUFFTHING_ID_TO_TRAIN_ID
 from segkit.errors import DatasetError
+from segkit.progress import track
 
 
 def make_lut(mapping: Dict[int, int], default: int = 255) -> np.ndarray:
@@ -60,26 +61,12 @@ def _convert_task(task: Tuple[str, str, np.ndarray]) -> bool:
     return convert_label_file(*task)
 
 
-def run_tasks(
-    tasks: Sequence[Tuple[str, str, np.ndarray]],
-    num_workers: int = 1,
-    progress: Optional[Callable[[int, int], None]] = None,
-) -> int:
-    """Run label conversions, in ``num_workers`` processes when > 1. Returns how many were written."""
-    written = 0
+def run_tasks(tasks: Sequence[Tuple[str, str, np.ndarray]], num_workers: int = 1) -> int:
+    """Run label conversions with progress, in ``num_workers`` processes when > 1. Returns how many were written."""
     if num_workers <= 1:
-        results: Iterable[bool] = map(_convert_task, tasks)
-        for i, done in enumerate(results, 1):
-            written += done
-            if progress:
-                progress(i, len(tasks))
-        return written
+        return sum(track(map(_convert_task, tasks), len(tasks), "converting", "label"))
     with Pool(num_workers) as pool:
-        for i, done in enumerate(pool.imap_unordered(_convert_task, tasks, chunksize=16), 1):
-            written += done
-            if progress:
-                progress(i, len(tasks))
-    return written
+        return sum(track(pool.imap_unordered(_convert_task, tasks, chunksize=16), len(tasks), "converting", "label"))
 
 
 def cityscapes_tasks(root: str) -> List[Tuple[str, str, np.ndarray]]:

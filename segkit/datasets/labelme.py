@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from segkit.datasets.base import default_palette
 from segkit.datasets.convert import split_pairs, write_file_list
 from segkit.errors import DatasetError
+from segkit.progress import track
 from segkit.visualize import palette_array, pseudo_color
 
 BACKGROUND = "_background_"
@@ -198,15 +199,11 @@ def convert_labelme(
     names_file: Optional[str] = None,
     fractions: Sequence[float] = (0.8, 0.2),
     seed: int = 0,
-    progress=iter,
 ) -> Dict[str, object]:
     """Convert every LabelMe annotation under ``input_dir`` into ``output_dir``.
 
     Writes ``images/``, ``annotations/`` (palette PNGs whose pixel values are class ids),
     ``class_names.txt`` and ``train.txt`` / ``val.txt`` (/ ``test.txt`` with three fractions).
-
-    Args:
-        progress: wraps the iteration over the files (e.g. ``segkit.progress.track``).
 
     Returns:
         ``class_names`` and the ``lists`` written (list file -> number of pairs).
@@ -217,7 +214,7 @@ def convert_labelme(
     palette = palette_array(default_palette(len(names)), len(names))
     for folder in ("images", "annotations"):
         os.makedirs(os.path.join(output_dir, folder), exist_ok=True)
-    pairs = [convert_one(p, output_dir, class_ids, palette) for p in progress(paths)]
+    pairs = [convert_one(p, output_dir, class_ids, palette) for p in track(paths, desc="converting", unit="file")]
     with open(os.path.join(output_dir, "class_names.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(names) + "\n")
     lists = {}

@@ -17,6 +17,7 @@ from segkit.engine.report import WorstImages
 from segkit.logger import logger
 from segkit.runtime import worker_init
 from segkit.metrics import ConfusionMeter, image_miou, per_class_records, per_class_table
+from segkit.progress import track
 from segkit.visualize import confusion_heatmap
 
 
@@ -90,7 +91,8 @@ def evaluate(
     start = time.time()
     if print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, total_iters: {len(dataset)})...")
-    for sample in eval_loader(dataset, num_workers):
+    share = len(range(dist.get_rank(), len(dataset), dist.get_world_size()))  # this rank's images
+    for sample in track(eval_loader(dataset, num_workers), share, "[EVAL]", "img", enabled=print_detail):
         image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
         image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
         logits = infer_image(model, image, sample.get("trans_info", []), test_config)

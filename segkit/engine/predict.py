@@ -14,6 +14,7 @@ from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
 from segkit.errors import DatasetError
 from segkit.logger import logger
+from segkit.progress import track
 from segkit.transforms import Compose, read_image, read_label
 from segkit.visualize import comparison, overlay, pseudo_color
 
@@ -204,8 +205,7 @@ class PredictionWriter:
 def predict(model: nn.Layer, transforms: Compose, image_paths: Sequence[str], writer: PredictionWriter,
             test_config: Optional[TestConfig] = None) -> List[str]:
     """Predict every image and write its files with ``writer``; returns the pseudo-colour PNGs' paths."""
-    written = []
-    for i, prediction in enumerate(predict_images(model, transforms, image_paths, test_config)):
-        written.append(writer.write(prediction))
-        logger.info(f"[{i + 1}/{len(image_paths)}] {prediction.path} -> {written[-1]}")
+    predictions = predict_images(model, transforms, image_paths, test_config)
+    written = [writer.write(p) for p in track(predictions, len(image_paths), "[PREDICT]", "img")]
+    logger.info(f"{len(written)} predictions written to {os.path.abspath(writer.save_dir)}")
     return written

@@ -10,7 +10,7 @@ import datetime
 import heapq
 import html
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import paddle.distributed as dist

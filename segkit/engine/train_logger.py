@@ -13,14 +13,9 @@ import time
 from typing import Dict, List, Optional
 
 from segkit.logger import logger
+from segkit.progress import format_eta
 
 LOSS_LOG = "train_log.jsonl"
-
-
-def format_eta(seconds: float) -> str:
-    """``HH:MM:SS`` for a number of seconds."""
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def truncate_loss_log(path: str, last_iter: int) -> None:
