@@ -7,13 +7,14 @@ schedule. ``custom_cfg`` gives parameter groups by name: every parameter whose n
 10x the learning rate and take norms and position embeddings out of weight decay.
 """
 
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import paddle
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.registry import LR_SCHEDULERS, OPTIMIZERS, did_you_mean
+from segkit.logger import logger
+from segkit.registry import OPTIMIZERS, check_kwargs, did_you_mean
 
 GRAD_CLIPS = {
     "ClipGradByGlobalNorm": (paddle.nn.ClipGradByGlobalNorm, "clip_norm"),
@@ -151,36 +152,73 @@ class Adam(AdamW):
                                      weight_decay=self.weight_decay or None, grad_clip=self.grad_clip)
 
 
-@LR_SCHEDULERS.register
-def PolynomialDecay(
-    learning_rate: float,
-    iters: int,
-    end_lr: float = 0.0,
-    power: float = 0.9,
-    warmup_iters: int = 0,
-    warmup_start_lr: float = 0.0,
-    decay_steps: Optional[int] = None,
-    cycle: bool = False,
-) -> paddle.optimizer.lr.LRScheduler:
-    """Polynomial decay from ``learning_rate`` to ``end_lr``, after an optional linear warmup.
+# paddle.optimizer.lr classes a config cannot name, and what to do instead.
+UNSUPPORTED_SCHEDULERS = {
+    "LRScheduler": "it is the base class; name a concrete schedule",
+    "LinearWarmup": "set warmup_iters and warmup_start_lr next to the schedule's own type instead",
+    "ReduceOnPlateau": "it steps on a metric, while segkit steps the schedule once per iteration",
+    "LambdaDecay": "it needs a Python function, which YAML cannot give",
+    "MultiplicativeDecay": "it needs a Python function, which YAML cannot give",
+}
+WARMUP_KEYS = ("warmup_iters", "warmup_start_lr")
+
+
+def scheduler_class(name: Any, where: str = "lr_scheduler") -> type:
+    """The ``paddle.optimizer.lr`` scheduler class called ``name``, or a ConfigError saying why not."""
+    if name in UNSUPPORTED_SCHEDULERS:
+        raise ConfigError(f"{where}.type: {name} cannot be used here: {UNSUPPORTED_SCHEDULERS[name]}.",
+                          key=f"{where}.type")
+    found = getattr(paddle.optimizer.lr, str(name), None)
+    if not (isinstance(found, type) and issubclass(found, paddle.optimizer.lr.LRScheduler)):
+        names = [n for n in dir(paddle.optimizer.lr) if n not in UNSUPPORTED_SCHEDULERS
+                 and isinstance(getattr(paddle.optimizer.lr, n), type)
+                 and issubclass(getattr(paddle.optimizer.lr, n), paddle.optimizer.lr.LRScheduler)]
+        raise ConfigError(f"{where}.type: {name!r} is not a paddle.optimizer.lr schedule.{did_you_mean(str(name), names)} "
+                          f"Valid: {', '.join(names)}.", key=f"{where}.type")
+    return found
+
+
+def check_lr_scheduler(section: Dict[str, Any], where: str = "lr_scheduler") -> None:
+    """Check an ``lr_scheduler`` section's type and keys without building it."""
+    if "type" not in section:
+        raise ConfigError(f"{where}: expected a 'type', e.g. type: PolynomialDecay.", key=where)
+    cls = scheduler_class(section["type"], where)
+    args = {k: v for k, v in section.items() if k != "type" and k not in WARMUP_KEYS}
+    if cls is paddle.optimizer.lr.PolynomialDecay:
+        args.setdefault("decay_steps", 1)  # filled from iters
+    check_kwargs(cls, args, where)
+    if section.get("warmup_iters", 0) and "learning_rate" not in args:
+        raise ConfigError(f"{where}: warmup ends at learning_rate, which {cls.__name__} does not take; "
+                          "drop warmup_iters or use a schedule with learning_rate.", key=f"{where}.warmup_iters")
+
+
+def build_lr_scheduler(section: Dict[str, Any], iters: int, where: str = "lr_scheduler") -> paddle.optimizer.lr.LRScheduler:
+    """Build the ``lr_scheduler`` section as PaddleSeg 2.8 does (``SegBuilder.lr_scheduler``).
+
+    ``type`` is any ``paddle.optimizer.lr`` schedule, with that class's own arguments and defaults.
+    ``PolynomialDecay`` gets ``decay_steps = max(iters - warmup_iters, 1)`` unless given. With
+    ``warmup_iters`` > 0 the schedule is wrapped in ``LinearWarmup`` from ``warmup_start_lr``
+    (default 0) to ``learning_rate``. ``warmup_iters >= iters`` runs as in PaddleSeg, with a warning.
 
     Args:
-        learning_rate: the peak learning rate.
-        iters: total training iterations (filled from the config's ``iters``).
-        end_lr: the rate at the end of the decay.
-        power: the polynomial's exponent (1 = linear).
-        warmup_iters: iterations of linear warmup from ``warmup_start_lr`` to ``learning_rate``.
-        warmup_start_lr: the rate at iteration 0 when warming up.
-        decay_steps: length of the decay; default ``iters - warmup_iters`` as in PaddleSeg.
-        cycle: restart the decay after ``decay_steps``.
+        section: the config's ``lr_scheduler`` section.
+        iters: the total training iterations.
+        where: the section's dotted key, for messages.
     """
-    steps = decay_steps if decay_steps is not None else iters - warmup_iters
-    if steps <= 0:
-        raise ConfigError(
-            f"lr_scheduler: warmup_iters ({warmup_iters}) must be smaller than iters ({iters}).",
-            key="lr_scheduler.warmup_iters",
-        )
-    decay = paddle.optimizer.lr.PolynomialDecay(learning_rate, steps, end_lr=end_lr, power=power, cycle=cycle)
+    check_lr_scheduler(section, where)
+    cls = scheduler_class(section["type"], where)
+    args = {k: v for k, v in section.items() if k != "type" and k not in WARMUP_KEYS}
+    warmup_iters = int(section.get("warmup_iters", 0))
+    if cls is paddle.optimizer.lr.PolynomialDecay:
+        args.setdefault("decay_steps", max(iters - warmup_iters, 1))
+    if warmup_iters >= iters:
+        logger.warning(f"{where}.warmup_iters ({warmup_iters}) >= iters ({iters}): training ends during the warmup, "
+                       f"so the learning rate never reaches {args.get('learning_rate')}.")
+    try:
+        schedule = cls(**args)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise ConfigError(f"{where}: {cls.__name__} rejected its arguments {args}: {exc}", key=where) from None
     if warmup_iters <= 0:
-        return decay
-    return paddle.optimizer.lr.LinearWarmup(decay, warmup_iters, warmup_start_lr, learning_rate)
+        return schedule
+    return paddle.optimizer.lr.LinearWarmup(schedule, warmup_iters, float(section.get("warmup_start_lr", 0.0)),
+                                            float(args["learning_rate"]))

@@ -10,7 +10,7 @@ import sys
 
 from _common import add_config_args, run_cli
 
-from segkit.config import load_config
+from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.export import export_model
 from segkit.weights import load_model_file
 
@@ -29,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts, sections=INFERENCE_SECTIONS)
     model = cfg.build_model()
     if args.model_path:
         load_model_file(model, args.model_path)

@@ -7,7 +7,7 @@ import paddle
 from _common import (add_config_args, add_runtime_args, add_test_args, apply_runtime, build_model_for_inference, run_cli,
                      test_config_from_args)
 
-from segkit.config import load_config
+from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.evaluate import evaluate, write_reports
 from segkit.engine.report import write_html_report
 
@@ -25,7 +25,7 @@ def main(argv=None):
     add_runtime_args(parser)
     args = parser.parse_args(argv)
     apply_runtime(args)
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config(args.config, args.opts, sections=INFERENCE_SECTIONS)
     test_cfg = test_config_from_args(cfg, args)
     dataset = cfg.build_dataset("val")
     model = build_model_for_inference(cfg, args.model_path)

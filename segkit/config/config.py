@@ -6,12 +6,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 
+from segkit.config import paddleseg
 from segkit.config.loader import Sources, apply_opts, load_yaml_tree
 from segkit.errors import ConfigError
+from segkit.optim import build_lr_scheduler, check_lr_scheduler
 from segkit.registry import (
     DATASETS,
     LOSSES,
-    LR_SCHEDULERS,
     MODELS,
     OPTIMIZERS,
     build,
@@ -90,15 +91,20 @@ class Config:
     """A loaded, validated config.
 
     Args:
-        data: the merged config dict.
+        data: the merged config dict; PaddleSeg spellings are translated in place
+            (``segkit.config.paddleseg``).
         path: the file it was loaded from (for messages).
         sources: dotted key -> file that set it.
+        sections: the top-level sections the caller uses; only these are checked in depth (an
+            inference tool need not fail on a training section it never reads). None: all.
     """
 
-    def __init__(self, data: Dict[str, Any], path: str = "<dict>", sources: Optional[Sources] = None):
-        self.data = data
+    def __init__(self, data: Dict[str, Any], path: str = "<dict>", sources: Optional[Sources] = None,
+                 sections: Optional[Sequence[str]] = None):
+        self.data = paddleseg.translate(data)
         self.path = path
         self.sources = sources or {}
+        self.sections = tuple(SCHEMA) if sections is None else tuple(sections)
         self._check()
 
     # ---- messages -------------------------------------------------------------------------
@@ -130,30 +136,33 @@ class Config:
                         f"{key}: unknown top-level key.{did_you_mean(key, SCHEMA)} Valid keys: {', '.join(SCHEMA)}.",
                         key=key,
                     )
+                if key not in self.sections:
+                    continue
                 if not isinstance(value, SCHEMA[key]) or (isinstance(value, bool) and SCHEMA[key] is not bool):
                     raise ConfigError(f"{key}: expected {SCHEMA[key].__name__}, got {value!r}.", key=key)
             for key in ("batch_size", "iters"):
-                if key in self.data and self.data[key] <= 0:
+                if key in self.data and key in self.sections and self.data[key] <= 0:
                     raise ConfigError(f"{key}: must be a positive integer, got {self.data[key]}.", key=key)
             self._check_components()
         except ConfigError as exc:
             raise self.error(exc) from None
 
     def _check_components(self) -> None:
+        present = [key for key in self.sections if key in self.data]
         for key in ("train_dataset", "val_dataset"):
-            if key in self.data:
+            if key in present:
                 validate(self.data[key], DATASETS, key, provided=("mode",))
-        if "model" in self.data:
+        if "model" in present:
             validate(self.data["model"], MODELS, "model", provided=("num_classes",))
-        if "optimizer" in self.data:
+        if "optimizer" in present:
             validate(self.data["optimizer"], OPTIMIZERS, "optimizer")
-        if "lr_scheduler" in self.data:
-            validate(self.data["lr_scheduler"], LR_SCHEDULERS, "lr_scheduler", provided=("iters",))
-        if "loss" in self.data:
+        if "lr_scheduler" in present:
+            check_lr_scheduler(self.data["lr_scheduler"])
+        if "loss" in present:
             self._check_loss(self.data["loss"])
-        if "test_config" in self.data:
+        if "test_config" in present:
             self._test_config()
-        if "export" in self.data:
+        if "export" in present:
             unknown = set(self.data["export"]) - {"transforms"}
             if unknown:
                 raise ConfigError(f"export.{sorted(unknown)[0]}: unknown key; export takes only 'transforms'.", key="export")
@@ -299,8 +308,12 @@ class Config:
         return MultiLoss(built, [float(c) for c in loss["coef"]])
 
     def build_lr_scheduler(self):
-        """Build the learning-rate schedule; ``iters`` fills the decay length."""
-        return self._build("lr_scheduler", LR_SCHEDULERS, "training", iters=self.iters)
+        """Build the learning-rate schedule as PaddleSeg does (``segkit.optim.build_lr_scheduler``)."""
+        section = self.require("lr_scheduler", "training")
+        try:
+            return build_lr_scheduler(section, self.iters)
+        except ConfigError as exc:
+            raise self.error(exc) from None
 
     def build_optimizer(self, model, lr_scheduler):
         """Build the optimizer over ``model``'s parameters with the given schedule."""
@@ -327,14 +340,19 @@ def register_components() -> None:
     import segkit.transforms  # noqa: F401
 
 
-def load_config(path: str, opts: Sequence[str] = ()) -> Config:
+# The sections each inference tool reads; the others are not checked in depth for that tool.
+INFERENCE_SECTIONS = ("model", "val_dataset", "test_config", "export")
+
+
+def load_config(path: str, opts: Sequence[str] = (), sections: Optional[Sequence[str]] = None) -> Config:
     """Load a YAML config with its ``_base_`` files and ``--opts`` overrides, and check it.
 
     Args:
         path: the YAML file.
         opts: ``key=value`` overrides, applied after inheritance.
+        sections: the top-level sections the caller uses (checked in depth); None checks all.
     """
     register_components()
     data, sources = load_yaml_tree(path)
     apply_opts(data, sources, opts)
-    return Config(data, path=path, sources=sources)
+    return Config(data, path=path, sources=sources, sections=sections)
