@@ -79,7 +79,6 @@ DATASETS = Registry("datasets")
 TRANSFORMS = Registry("transforms")
 LOSSES = Registry("losses")
 OPTIMIZERS = Registry("optimizers")
-LR_SCHEDULERS = Registry("lr_schedulers")
 
 # Registries searched, in order, for a nested ``{type: ...}`` dict inside a component's config.
 NESTED_REGISTRIES = (BACKBONES, HEADS, MODELS, TRANSFORMS, LOSSES)
