@@ -1,4 +1,4 @@
-"""Pixel-wise cross-entropy, averaged over labelled pixels only."""
+"""Pixel-wise cross-entropy averaged over labelled pixels, and its OHEM and bootstrapped variants."""
 
 from typing import List, Optional
 
@@ -105,3 +105,46 @@ class OhemCrossEntropyLoss(nn.Layer):
                 threshold = max(threshold, float(kth))
             keep = (true_prob <= threshold).astype(loss.dtype) * valid
         return (loss * keep).sum() / paddle.clip(keep.sum(), min=1.0)
+
+
+@LOSSES.register
+class BootstrappedCrossEntropyLoss(nn.Layer):
+    """Bootstrapped cross-entropy (PaddleSeg 2.8): per image, the mean over its hardest pixels.
+
+    For each image the per-pixel losses are sorted in descending order. If the ``min_K``-th largest
+    (0-based) exceeds ``loss_th``, every pixel above ``loss_th`` is kept, otherwise the ``min_K``
+    largest; the image's loss is their mean and the batch loss the mean over images. Ignored
+    pixels have loss 0 (and so only count when fewer than ``min_K`` pixels are labelled).
+
+    Args:
+        min_K: the minimum number of pixels kept per image.
+        loss_th: keep every pixel whose loss is above this.
+        weight: one weight per class, or None.
+        ignore_index: label value that carries no loss.
+    """
+
+    def __init__(self, min_K: int, loss_th: float, weight: Optional[List[float]] = None, ignore_index: int = 255):
+        super().__init__()
+        if min_K < 1:
+            raise ConfigError(f"BootstrappedCrossEntropyLoss.min_K: expected a positive integer, got {min_K}.")
+        self.min_k = min_K
+        self.threshold = loss_th
+        self.weight = None if weight is None else paddle.to_tensor(weight, dtype="float32")
+        self.ignore_index = ignore_index
+
+    def forward(self, logits: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+        """Mean over images of ``logits`` [N, C, H, W] against ``label`` [N, H, W]."""
+        n, c = logits.shape[:2]
+        if logits.shape[2] * logits.shape[3] <= self.min_k:
+            raise ConfigError(f"BootstrappedCrossEntropyLoss.min_K ({self.min_k}) must be smaller than the pixels "
+                              f"per image ({logits.shape[2] * logits.shape[3]}); lower min_K or enlarge the crop.")
+        pixels = logits.astype("float32").transpose([0, 2, 3, 1]).reshape([n, -1, c])
+        losses = F.cross_entropy(pixels, label.astype("int64").reshape([n, -1, 1]), weight=self.weight,
+                                 ignore_index=self.ignore_index, reduction="none").reshape([n, -1])
+        total = 0.0
+        for image_losses in paddle.sort(losses, axis=1, descending=True):
+            if float(image_losses[self.min_k]) > self.threshold:
+                total += image_losses[image_losses > self.threshold].mean()
+            else:
+                total += image_losses[: self.min_k].mean()
+        return total / n

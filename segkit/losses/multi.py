@@ -1,10 +1,12 @@
-"""Weighted sum of one loss per model output (main logits first, auxiliaries after)."""
+"""Weighted sums of losses: one loss per model output (MultiLoss) and several on one output (MixedLoss)."""
 
-from typing import List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import paddle
+from paddle import nn
 
 from segkit.errors import ConfigError
+from segkit.registry import LOSSES, build
 
 
 class MultiLoss:
@@ -34,3 +36,29 @@ class MultiLoss:
         parts = [loss(logit, label) for loss, logit in zip(self.losses, logits)]
         total = paddle.add_n([c * p for c, p in zip(self.coef, parts)])
         return total, parts
+
+
+@LOSSES.register
+class MixedLoss(nn.Layer):
+    """A weighted sum of several losses on the same logits (PaddleSeg's MixedLoss).
+
+    Used as one entry of ``loss.types``, e.g. ``{type: MixedLoss, losses: [{type: CrossEntropyLoss},
+    {type: LovaszSoftmaxLoss}], coef: [0.8, 0.2]}``; the entry's own ``loss.coef`` still applies on top.
+
+    Args:
+        losses: the loss configs (each a mapping with a ``type``).
+        coef: one weight per loss.
+    """
+
+    def __init__(self, losses: List[Dict[str, Any]], coef: List[float]):
+        super().__init__()
+        if not isinstance(losses, list) or not isinstance(coef, list) or len(losses) != len(coef) or not losses:
+            raise ConfigError(f"MixedLoss: expected non-empty lists 'losses' and 'coef' of the same length, got "
+                              f"{len(losses) if isinstance(losses, list) else losses!r} losses and "
+                              f"{len(coef) if isinstance(coef, list) else coef!r} coef.")
+        self.losses = nn.LayerList([build(item, LOSSES, f"MixedLoss.losses.{i}") for i, item in enumerate(losses)])
+        self.coef = [float(c) for c in coef]
+
+    def forward(self, logits: paddle.Tensor, label: paddle.Tensor) -> paddle.Tensor:
+        """The weighted sum of every loss of ``logits`` against ``label``."""
+        return paddle.add_n([c * loss(logits, label) for c, loss in zip(self.coef, self.losses)])
