@@ -1,10 +1,7 @@
 """HRViT: golden parity with the official PyTorch code, any input size, the weight converter, counts."""
 
-import io
 import os
-import pickle
 import sys
-import zipfile
 
 import numpy as np
 import paddle
@@ -23,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import convert_weights  # noqa: E402  (tools/convert_weights.py)
 import hrvit_golden  # noqa: E402  (tests/hrvit_golden.py: the weight generator and the golden file)
+from torch_files import FakeStorage, FakeTensor, TorchName, write_fake_torch_checkpoint  # noqa: E402
 
 # Trainable parameter counts from docs/REFERENCE.md: (150 classes, 19 classes).
 REFERENCE_PARAMS = {
@@ -301,73 +299,22 @@ def test_bad_hyper_parameters_raise_config_errors():
 # ----------------------------------------------------------------------------------------------
 
 
-class _TorchName:
-    """Stand-ins pickled under PyTorch's names, so the test writes the format without PyTorch."""
-
-    def __init__(self, module: str, name: str):
-        self.torch_name = (module, name)
-
-    def __call__(self, *args):  # pickle requires a callable reducer; only its name is written
-        raise NotImplementedError
-
-
-class _FakeStorage:
-    def __init__(self, kind: _TorchName, key: str, data: np.ndarray):
-        self.kind, self.key, self.data = kind, key, data
-
-
-class _FakeTensor:
-    REBUILD = _TorchName("torch._utils", "_rebuild_tensor_v2")
-
-    def __init__(self, storage: _FakeStorage, offset: int, size, stride):
-        self.args = (storage, offset, tuple(size), tuple(stride), False, _TorchName("collections", "OrderedDict"))
-
-    def __reduce__(self):
-        return self.REBUILD, self.args
-
-
-class _FakeTorchPickler(pickle._Pickler):
-    """Writes GLOBAL records for the stand-ins and ('storage', type, key, 'cpu', numel) ids, as torch.save does."""
-
-    def save(self, obj, save_persistent_id=True):
-        if isinstance(obj, _TorchName):
-            self.write(pickle.GLOBAL + f"{obj.torch_name[0]}\n{obj.torch_name[1]}\n".encode())
-            return
-        super().save(obj, save_persistent_id)
-
-    def persistent_id(self, obj):
-        if isinstance(obj, _FakeStorage):
-            return ("storage", obj.kind, obj.key, "cpu", obj.data.size)
-        return None
-
-
-def write_fake_torch_checkpoint(path: str, obj, storages) -> None:
-    buffer = io.BytesIO()
-    _FakeTorchPickler(buffer, protocol=2).dump(obj)
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("ckpt/data.pkl", buffer.getvalue())
-        archive.writestr("ckpt/byteorder", "little")
-        archive.writestr("ckpt/version", "3\n")
-        for storage in storages:
-            archive.writestr(f"ckpt/data/{storage.key}", storage.data.astype(storage.data.dtype.newbyteorder("<")).tobytes())
-
-
 def test_torch_checkpoints_are_read_without_torch(tmp_path):
     rng = np.random.default_rng(0)
-    floats = _FakeStorage(_TorchName("torch", "FloatStorage"), "0", rng.normal(size=24).astype("float32"))
-    halves = _FakeStorage(_TorchName("torch", "HalfStorage"), "1", rng.normal(size=6).astype("float16"))
+    floats = FakeStorage(TorchName("torch", "FloatStorage"), "0", rng.normal(size=24).astype("float32"))
+    halves = FakeStorage(TorchName("torch", "HalfStorage"), "1", rng.normal(size=6).astype("float16"))
     bf16_values = np.array([1.5, -2.25, 3.0], dtype="float32")
-    bf16 = _FakeStorage(_TorchName("torch", "BFloat16Storage"), "2", (bf16_values.view("uint32") >> 16).astype("uint16"))
-    longs = _FakeStorage(_TorchName("torch", "LongStorage"), "3", np.array([7], dtype="int64"))
+    bf16 = FakeStorage(TorchName("torch", "BFloat16Storage"), "2", (bf16_values.view("uint32") >> 16).astype("uint16"))
+    longs = FakeStorage(TorchName("torch", "LongStorage"), "3", np.array([7], dtype="int64"))
     state = {
         # a transposed view with an offset into a shared storage: (3, 4) with strides (1, 3) from 6
-        "backbone.features.1.branches.0.0.attn.to_qkv.weight": _FakeTensor(floats, 6, (3, 4), (1, 3)),
-        "backbone.stem.conv1.bias": _FakeTensor(floats, 0, (6,), (1,)),
-        "decode_head.conv_seg.bias": _FakeTensor(halves, 0, (2, 3), (3, 1)),
-        "other.bf16": _FakeTensor(bf16, 0, (3,), (1,)),
-        "backbone.stem.bn1.num_batches_tracked": _FakeTensor(longs, 0, (), ()),
+        "backbone.features.1.branches.0.0.attn.to_qkv.weight": FakeTensor(floats, 6, (3, 4), (1, 3)),
+        "backbone.stem.conv1.bias": FakeTensor(floats, 0, (6,), (1,)),
+        "decode_head.conv_seg.bias": FakeTensor(halves, 0, (2, 3), (3, 1)),
+        "other.bf16": FakeTensor(bf16, 0, (3,), (1,)),
+        "backbone.stem.bn1.num_batches_tracked": FakeTensor(longs, 0, (), ()),
     }
-    meta = _TorchName("mmcv.utils.config", "ConfigDict")  # an arbitrary class: must not be imported
+    meta = TorchName("mmcv.utils.config", "ConfigDict")  # an arbitrary class: must not be imported
     path = str(tmp_path / "mmseg.pth")
     write_fake_torch_checkpoint(path, {"meta": {"config": meta, "iter": 160000}, "state_dict": state},
                                 [floats, halves, bf16, longs])

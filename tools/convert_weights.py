@@ -1,16 +1,23 @@
-"""Convert upstream weights (a PyTorch .pth, a NumPy .npz or a Paddle .pdparams) into a segkit .pdparams.
+"""Convert upstream weights (PyTorch .pth/.bin, .safetensors, NumPy .npz, Paddle .pdparams) into a segkit .pdparams.
 
 The named segkit model or backbone is built, the file is translated by its own
-``remap_checkpoint_keys`` (for HRViT: official PyTorch names and layouts -> segkit) and loaded
-strictly, and the layer's state dict is saved, so the output loads with no further step.
+``remap_checkpoint_keys`` (which recognises the codebase that wrote it: HRViT's official code;
+NVlabs, Hugging Face, mmseg 1.x or PaddleSeg for SegFormer; the official code, mmseg 1.x or
+PaddleSeg for SegNeXt) and loaded strictly, and the layer's state dict is saved, so the output
+loads with no further step.
 
 Examples:
     python tools/convert_weights.py hrvit_b1_imagenet.pth hrvit_b1_backbone.pdparams --model HRViT_b1 \
         --allow_unexpected head   # the ImageNet classifier
     python tools/convert_weights.py seg_ade.pth hrvit_b1_ade.pdparams --model hrvit_b1 --num_classes 150
+    python tools/convert_weights.py segformer-b0-finetuned-ade-512-512/ b0_ade.pdparams --model segformer_b0 \
+        --num_classes 150   # a Hugging Face model folder (model.safetensors)
+    python tools/convert_weights.py segformer_mit-b0_512x512_160k_ade20k.pth b0_ade_mmseg.pdparams \
+        --model segformer_b0 --num_classes 150 --model_args mmseg_head=true
 
 A .pth in PyTorch's zip format (torch >= 1.6) is read without PyTorch by
-``segkit.weights.torch_pickle.read_torch_zip``, which never runs code from the file.
+``segkit.weights.torch_pickle.read_torch_zip``, which never runs code from the file; a
+.safetensors file by the ``safetensors`` package's NumPy reader.
 """
 
 import argparse
@@ -20,6 +27,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import paddle
+import yaml
 from _common import run_cli
 
 import segkit.models  # noqa: F401  (registers every model and backbone)
@@ -36,23 +44,45 @@ def read_weights(path: str) -> Dict[str, np.ndarray]:
     return read_state_dict(path)
 
 
-def build_layer(name: str, num_classes: Optional[int]) -> paddle.nn.Layer:
+def parse_model_args(items: List[str]) -> Dict[str, object]:
+    """``["mmseg_head=true", ...]`` -> ``{"mmseg_head": True, ...}`` (values parsed as YAML)."""
+    args = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--model_args: expected KEY=VALUE, got {item!r} (e.g. mmseg_head=true).")
+        args[key] = yaml.safe_load(value)
+    return args
+
+
+def build_layer(name: str, num_classes: Optional[int], model_args: Optional[Dict[str, object]] = None) -> paddle.nn.Layer:
     """A model (from MODELS, needs ``num_classes``) or a backbone (from BACKBONES) by registered name."""
+    model_args = dict(model_args or {})
     if name in MODELS:
         if "num_classes" in inspect.signature(MODELS.get(name)).parameters:
             if num_classes is None:
                 raise ConfigError(f"--model {name} is a segmentation model: give --num_classes too.")
-            return MODELS.get(name)(num_classes=num_classes)
-        return MODELS.get(name)()
+            model_args["num_classes"] = num_classes
+        return _call(MODELS.get(name), name, model_args)
     if name in BACKBONES:
-        return BACKBONES.get(name)()
+        return _call(BACKBONES.get(name), name, model_args)
     every = MODELS.names() + BACKBONES.names()
     raise ConfigError(f"--model: unknown model or backbone {name!r}.{did_you_mean(name, every)}")
 
 
-def convert(src: str, dst: str, model: str, num_classes: Optional[int] = None, allow_unexpected: List[str] = ()) -> str:
+def _call(builder, name: str, kwargs: Dict[str, object]) -> paddle.nn.Layer:
+    """``builder(**kwargs)``, an unknown argument reported with the ones ``name`` takes."""
+    accepted = list(inspect.signature(builder).parameters)
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise ConfigError(f"--model_args: {name} takes no argument {unknown[0]!r}; it takes {', '.join(accepted)}.")
+    return builder(**kwargs)
+
+
+def convert(src: str, dst: str, model: str, num_classes: Optional[int] = None, allow_unexpected: List[str] = (),
+            model_args: Optional[Dict[str, object]] = None) -> str:
     """Convert ``src`` for the segkit layer ``model`` and save it to ``dst``; returns the load summary."""
-    layer = build_layer(model, num_classes)
+    layer = build_layer(model, num_classes, model_args)
     state = {k: (v.astype("float32") if v.dtype == np.float16 else v) for k, v in read_weights(src).items()}
     report = load_weights(layer, state, source=src, allow_unexpected=allow_unexpected)
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
@@ -62,7 +92,10 @@ def convert(src: str, dst: str, model: str, num_classes: Optional[int] = None, a
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("src", help="upstream weights: .pth/.pt (zip format, read without PyTorch), .npz or .pdparams")
+    parser.add_argument(
+        "src", help="upstream weights: .pth/.pt/.bin (zip format, read without PyTorch), .safetensors, .npz, "
+        ".pdparams, or a Hugging Face model folder",
+    )
     parser.add_argument("dst", help="output .pdparams")
     parser.add_argument("--model", required=True, help="registered model or backbone name, e.g. hrvit_b1 or HRViT_b1")
     parser.add_argument("--num_classes", type=int, default=None, help="classes, for a segmentation model")
@@ -70,8 +103,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         "--allow_unexpected", nargs="*", default=[],
         help="key prefixes of the source to drop (e.g. head for an ImageNet classifier)",
     )
+    parser.add_argument(
+        "--model_args", nargs="*", default=[], metavar="KEY=VALUE",
+        help="further arguments of the model, e.g. mmseg_head=true for an mmseg 1.x SegFormer checkpoint",
+    )
     args = parser.parse_args(argv)
-    summary = convert(args.src, args.dst, args.model, args.num_classes, args.allow_unexpected)
+    summary = convert(args.src, args.dst, args.model, args.num_classes, args.allow_unexpected,
+                      parse_model_args(args.model_args))
     print(f"{args.src} -> {args.dst}: {summary}")
     return 0
 

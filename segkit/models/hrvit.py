@@ -41,6 +41,7 @@ from segkit.errors import ConfigError
 from segkit.models.base import load_pretrained
 from segkit.models.layers import DropPath
 from segkit.models.segformer import SegFormer
+from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 
 # The official masking constant for padded window positions (not -inf: it must stay finite).
@@ -551,7 +552,6 @@ class HRViTSegFormer(SegFormer):
 # Official checkpoint -> segkit
 # ----------------------------------------------------------------------------------------------
 
-_BN_BUFFERS = {"running_mean": "_mean", "running_var": "_variance"}
 # Official sub-module path inside a block -> (segkit path, whether the weight is a torch Linear).
 _BLOCK_PARTS = {
     "attn_norm": ("attn_norm", False),
@@ -589,7 +589,7 @@ def _convert_backbone_key(key: str) -> Optional[Tuple[str, bool]]:
     """One official backbone key -> (segkit key, is a Linear weight), or None if it is not one."""
     if key.startswith("stem."):
         module, _, param = key.rpartition(".")
-        return f"{module}.{_BN_BUFFERS.get(param, param)}", False
+        return f"{module}.{BN_BUFFERS.get(param, param)}", False
     match = _FUSION_KEY.match(key)
     if match:
         feature, i, j, part, param = match.groups()
@@ -597,7 +597,7 @@ def _convert_backbone_key(key: str) -> Optional[Tuple[str, bool]]:
         if part not in parts:
             return None
         name = f"stages.{_stage(feature)}.fusion.paths.{i}.{j}.{parts[part]}"
-        return f"{name}.{_BN_BUFFERS.get(param, param)}", False
+        return f"{name}.{BN_BUFFERS.get(param, param)}", False
     match = _EMBED_KEY.match(key)
     if match:
         feature, i, part, param = match.groups()
@@ -610,7 +610,7 @@ def _convert_backbone_key(key: str) -> Optional[Tuple[str, bool]]:
         if part not in _BLOCK_PARTS:
             return None
         name, is_linear = _BLOCK_PARTS[part]
-        new = f"stages.{_stage(feature)}.branches.{i}.{block}.{name}.{_BN_BUFFERS.get(param, param)}"
+        new = f"stages.{_stage(feature)}.branches.{i}.{block}.{name}.{BN_BUFFERS.get(param, param)}"
         return new, is_linear and param == "weight"
     match = _NORM_KEY.match(key)
     if match:
@@ -628,13 +628,8 @@ def _convert_head_key(key: str) -> Optional[Tuple[str, bool]]:
     match = _HEAD_KEY.match(key)
     if match and match.group(1) in _HEAD_PARTS:
         name, param = _HEAD_PARTS[match.group(1)], match.group(2)
-        return f"{name}.{_BN_BUFFERS.get(param, param)}", False
+        return f"{name}.{BN_BUFFERS.get(param, param)}", False
     return None
-
-
-def _to_linear(weight: np.ndarray) -> np.ndarray:
-    """A torch Linear (out, in) or 1x1 conv (out, in, 1, 1) weight -> Paddle Linear (in, out)."""
-    return np.ascontiguousarray(weight.reshape(weight.shape[0], -1).T)
 
 
 def convert_official_state_dict(state: Dict[str, np.ndarray], prefix: str = "") -> Dict[str, np.ndarray]:
@@ -659,11 +654,7 @@ def convert_official_state_dict(state: Dict[str, np.ndarray], prefix: str = "") 
         A new dict of segkit key -> array.
     """
     out: Dict[str, np.ndarray] = {}
-    for key, value in state.items():
-        if key.startswith("module."):
-            key = key[len("module.") :]
-        if key.endswith("num_batches_tracked"):
-            continue
+    for key, value in strip_training_wrappers(state).items():
         new_key, converted = key, None
         if key.startswith("backbone."):
             inner = key[len("backbone.") :]
@@ -679,7 +670,7 @@ def convert_official_state_dict(state: Dict[str, np.ndarray], prefix: str = "") 
         if converted is None:
             out[new_key] = value
         else:
-            out[converted[0]] = _to_linear(value) if converted[1] else value
+            out[converted[0]] = torch_linear(value) if converted[1] else value
     return out
 
 

@@ -39,6 +39,7 @@ from paddle import nn
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel, load_pretrained
 from segkit.models.layers import DropPath
+from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, HEADS, MODELS
 
 # Layer norms inside blocks and at the end of each stage use 1e-6 (upstream's ``norm_layer``);
@@ -309,8 +310,8 @@ class MixVisionTransformer(nn.Layer):
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """PaddleSeg ``MixVisionTransformer`` keys -> segkit's; see ``remap_mit_keys``."""
-        return remap_mit_keys(state)
+        """Any published MiT checkpoint -> segkit's names; see ``convert_segformer_checkpoint``."""
+        return convert_segformer_checkpoint(state, prefix="")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -354,6 +355,9 @@ class AllMLPHead(nn.Layer):
             False concatenates finest first (c1, ..., c4) as mmseg's SegformerHead (HRViT) does.
             It decides which slice of the fusion weight belongs to which level.
         align_corners: ``align_corners`` of the bilinear resizes.
+        level_norm: mmseg 1.x's ``SegformerHead``: each level's linear has no bias and is followed
+            by BatchNorm and ReLU (``level_bn``) before the fusion; NVlabs, PaddleSeg and Hugging
+            Face have a plain linear with bias.
     """
 
     def __init__(
@@ -364,13 +368,18 @@ class AllMLPHead(nn.Layer):
         dropout: float = 0.1,
         reverse_concat: bool = True,
         align_corners: bool = False,
+        level_norm: bool = False,
     ):
         super().__init__()
         self.in_channels = list(in_channels)
         self.embed_dim = embed_dim
         self.reverse_concat = reverse_concat
         self.align_corners = align_corners
-        self.embed = nn.LayerList([nn.Linear(c, embed_dim) for c in self.in_channels])
+        self.level_norm = level_norm
+        bias = False if level_norm else None
+        self.embed = nn.LayerList([nn.Linear(c, embed_dim, bias_attr=bias) for c in self.in_channels])
+        if level_norm:
+            self.level_bn = nn.LayerList([nn.BatchNorm2D(embed_dim) for _ in self.in_channels])
         self.fuse = ConvBNReLU(embed_dim * len(self.in_channels), embed_dim, kernel_size=1)
         self.dropout = nn.Dropout2D(dropout)
         self.classifier = nn.Conv2D(embed_dim, num_classes, kernel_size=1)
@@ -380,11 +389,18 @@ class AllMLPHead(nn.Layer):
         return len(self.in_channels) - 1 - level if self.reverse_concat else level
 
     def fused_level(self, level: int, feat: paddle.Tensor) -> paddle.Tensor:
-        """``fuse_slice @ (embed(feat))`` for one level, as a single 1x1 conv at the level's resolution."""
+        """``fuse_slice @ (embed(feat))`` for one level, as a single 1x1 conv at the level's resolution.
+
+        With ``level_norm`` the level's BatchNorm and ReLU sit between the two, so they stay two
+        1x1 convs (the fusion slice still runs at the level's own resolution).
+        """
         e = self.embed_dim
         slot = self.concat_slot(level)
         fuse_slice = self.fuse.conv.weight[:, slot * e : (slot + 1) * e, 0, 0]  # [E_out, E]
         linear = self.embed[level]  # y = x @ W + b with W [C_in, E]
+        if self.level_norm:
+            embedded = F.relu(self.level_bn[level](F.conv2d(feat, linear.weight.T.unsqueeze([2, 3]))))
+            return F.conv2d(embedded, fuse_slice.unsqueeze([2, 3]))
         weight = paddle.matmul(fuse_slice, linear.weight, transpose_y=True)  # [E_out, C_in]
         bias = paddle.matmul(fuse_slice, linear.bias.unsqueeze(1)).squeeze(1)  # [E_out]
         return F.conv2d(feat, weight.unsqueeze([2, 3]), bias)
@@ -423,9 +439,13 @@ class SegFormer(SegModel):
             trained for another number of classes is left at its initial values; every other key
             must match.
         dropout: channel dropout before the classifier.
+        mmseg_head: build mmseg 1.x's ``SegformerHead`` instead of the paper's decoder: a 1x1 conv,
+            BatchNorm and ReLU per level and the levels concatenated finest first. Needed for
+            mmseg's ``segformer_mit-b*`` checkpoints (``AllMLPHead(level_norm=True)``).
 
-    ``remap_checkpoint_keys`` knows PaddleSeg's SegFormer and MiT names only; with another backbone,
-    give checkpoints in segkit's names (or that backbone's own remap must run first).
+    ``remap_checkpoint_keys`` knows the MiT backbone's upstream names only (NVlabs, PaddleSeg,
+    Hugging Face, mmseg); with another backbone, give checkpoints in segkit's names (or that
+    backbone's own remap must run first).
     """
 
     num_outputs = 1
@@ -439,6 +459,7 @@ class SegFormer(SegModel):
         align_corners: bool = False,
         pretrained: Optional[str] = None,
         dropout: float = 0.1,
+        mmseg_head: bool = False,
     ):
         super().__init__()
         if not hasattr(backbone, "out_channels"):
@@ -451,8 +472,8 @@ class SegFormer(SegModel):
         self.align_corners = align_corners
         self.backbone = backbone
         self.head = AllMLPHead(
-            backbone.out_channels, embedding_dim, num_classes, dropout=dropout, reverse_concat=self.reverse_concat,
-            align_corners=align_corners,
+            backbone.out_channels, embedding_dim, num_classes, dropout=dropout,
+            reverse_concat=self.reverse_concat and not mmseg_head, align_corners=align_corners, level_norm=mmseg_head,
         )
         self.init_head()
         load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
@@ -467,8 +488,8 @@ class SegFormer(SegModel):
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """PaddleSeg ``SegFormer`` keys -> segkit's; see ``remap_segformer_keys``."""
-        return remap_segformer_keys(state)
+        """Any published SegFormer checkpoint -> segkit's names; see ``convert_segformer_checkpoint``."""
+        return convert_segformer_checkpoint(state, prefix="backbone.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -477,11 +498,12 @@ class SegFormer(SegModel):
 
 _MIT_STAGE_KEY = re.compile(r"^(patch_embed|block|norm)([1-9])\.(.*)$")
 _MIT_BLOCK_RENAMES = (("attn.norm.", "attn.sr_norm."), ("mlp.dwconv.dwconv.", "ffn.dwconv."), ("mlp.", "ffn."))
+# PaddleSeg's head names (no prefix, ``_conv`` / ``_batch_norm``) and NVlabs' (``decode_head.``, ``conv`` / ``bn``).
 _SEGFORMER_HEAD_RENAMES = (
-    (re.compile(r"^linear_c([1-9])\.proj\.(.*)$"), lambda m: f"head.embed.{int(m[1]) - 1}.{m[2]}"),
-    (re.compile(r"^linear_fuse\._conv\.(.*)$"), lambda m: f"head.fuse.conv.{m[1]}"),
-    (re.compile(r"^linear_fuse\._batch_norm\.(.*)$"), lambda m: f"head.fuse.bn.{m[1]}"),
-    (re.compile(r"^linear_pred\.(.*)$"), lambda m: f"head.classifier.{m[1]}"),
+    (re.compile(r"^(?:decode_head\.)?linear_c([1-9])\.proj\.(.*)$"), lambda m: f"head.embed.{int(m[1]) - 1}.{m[2]}"),
+    (re.compile(r"^(?:decode_head\.)?linear_fuse\.(?:_conv|conv)\.(.*)$"), lambda m: f"head.fuse.conv.{m[1]}"),
+    (re.compile(r"^(?:decode_head\.)?linear_fuse\.(?:_batch_norm|bn)\.(.*)$"), lambda m: f"head.fuse.bn.{m[1]}"),
+    (re.compile(r"^(?:decode_head\.)?linear_pred\.(.*)$"), lambda m: f"head.classifier.{m[1]}"),
 )
 
 
@@ -533,6 +555,190 @@ def remap_segformer_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
                     break
         out[key] = value
     return out
+
+
+# Hugging Face (Hub files, as transformers' save_pretrained writes them): names inside the encoder.
+_HF_PREFIXES = ("segformer.encoder.", "encoder.patch_embeddings.", "encoder.block.", "encoder.layer_norm.")
+_HF_ENCODER_KEY = re.compile(r"^(patch_embeddings|block|layer_norm)\.(\d+)\.(.*)$")
+_HF_BLOCK_RENAMES = (
+    ("layer_norm_1.", "norm1."), ("layer_norm_2.", "norm2."), ("attention.self.query.", "attn.q."),
+    ("attention.self.key.", "attn.k."), ("attention.self.value.", "attn.v."), ("attention.self.sr.", "attn.sr."),
+    ("attention.self.layer_norm.", "attn.norm."), ("attention.output.dense.", "attn.proj."),
+    ("mlp.dense1.", "mlp.fc1."), ("mlp.dense2.", "mlp.fc2."),
+)
+_HF_HEAD_RENAMES = (
+    (re.compile(r"^decode_head\.linear_c\.(\d+)\.(.*)$"), lambda m: f"decode_head.linear_c{int(m[1]) + 1}.{m[2]}"),
+    (re.compile(r"^decode_head\.linear_fuse\.(.*)$"), lambda m: f"decode_head.linear_fuse.conv.{m[1]}"),
+    (re.compile(r"^decode_head\.batch_norm\.(.*)$"), lambda m: f"decode_head.linear_fuse.bn.{m[1]}"),
+    (re.compile(r"^decode_head\.classifier\.(.*)$"), lambda m: f"decode_head.linear_pred.{m[1]}"),
+    (re.compile(r"^classifier\.(.*)$"), lambda m: f"head.{m[1]}"),  # an ImageNet classifier
+)
+# MMSegmentation 1.x (``mit_b*`` backbones and ``segformer_mit-b*`` models): module paths.
+_MMSEG_MIT_KEY = re.compile(r"^(backbone\.)?layers\.(\d+)\.([012])\.(.*)$")
+_MMSEG_BLOCK_RENAMES = (
+    ("attn.attn.out_proj.", "attn.proj."), ("ffn.layers.0.", "mlp.fc1."), ("ffn.layers.1.", "mlp.dwconv.dwconv."),
+    ("ffn.layers.4.", "mlp.fc2."),
+)
+_MMSEG_HEAD_RENAMES = (
+    (re.compile(r"^decode_head\.convs\.(\d+)\.conv\.(.*)$"), lambda m: f"head.embed.{m[1]}.{m[2]}"),
+    (re.compile(r"^decode_head\.convs\.(\d+)\.bn\.(.*)$"), lambda m: f"head.level_bn.{m[1]}.{m[2]}"),
+    (re.compile(r"^decode_head\.fusion_conv\.conv\.(.*)$"), lambda m: f"head.fuse.conv.{m[1]}"),
+    (re.compile(r"^decode_head\.fusion_conv\.bn\.(.*)$"), lambda m: f"head.fuse.bn.{m[1]}"),
+    (re.compile(r"^decode_head\.conv_seg\.(.*)$"), lambda m: f"head.classifier.{m[1]}"),
+)
+
+
+def _rename_first(key: str, renames) -> str:
+    """Apply the first (compiled pattern, rename) pair that matches ``key``; unchanged if none does."""
+    for pattern, rename in renames:
+        match = pattern.match(key)
+        if match:
+            return rename(match)
+    return key
+
+
+def _replace_prefix(text: str, renames) -> str:
+    """Replace the first matching (old prefix, new prefix) pair at the start of ``text``."""
+    for old, new in renames:
+        if text.startswith(old):
+            return new + text[len(old) :]
+    return text
+
+
+def detect_segformer_format(state: Dict[str, np.ndarray]) -> str:
+    """Which codebase wrote a SegFormer / MiT state dict: ``huggingface``, ``mmseg``, ``nvlabs`` or ``paddleseg``.
+
+    Hugging Face and mmseg 1.x are told by their module paths. NVlabs and PaddleSeg share names and
+    differ in layout: NVlabs (PyTorch) has a segmentation head under ``decode_head.``, BatchNorm
+    ``running_*`` statistics, and key/value Linear weights of shape (2C, C) where Paddle's are (C, 2C).
+    segkit's own names come out as ``paddleseg`` (its remap leaves them as they are).
+    """
+    keys = list(state)
+    if any(k.startswith(_HF_PREFIXES) or k.startswith("decode_head.linear_c.") for k in keys):
+        return "huggingface"
+    if any(_MMSEG_MIT_KEY.match(k) or k.startswith(("decode_head.convs.", "decode_head.fusion_conv.")) for k in keys):
+        return "mmseg"
+    if any(k.startswith("decode_head.") or k.endswith("running_mean") for k in keys):
+        return "nvlabs"
+    kv = [v for k, v in state.items() if k.endswith("attn.kv.weight") and np.ndim(v) == 2]
+    return "nvlabs" if kv and kv[0].shape[0] == 2 * kv[0].shape[1] else "paddleseg"
+
+
+def _merge_key_value(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Stack separate ``attn.k`` / ``attn.v`` projections into one ``attn.kv`` (keys first, as upstream reads it)."""
+    out = {}
+    for key, value in state.items():
+        if ".attn.v." in key and key.replace(".attn.v.", ".attn.k.") in state:
+            continue
+        partner = key.replace(".attn.k.", ".attn.v.")
+        if ".attn.k." in key and partner in state:
+            out[key.replace(".attn.k.", ".attn.kv.")] = np.concatenate([value, state[partner]], axis=0)
+        else:
+            out[key] = value
+    return out
+
+
+def _huggingface_to_nvlabs(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Hugging Face ``Segformer*`` names -> NVlabs names (layouts stay PyTorch's)."""
+    out = {}
+    for key, value in state.items():
+        prefix = next((p for p in ("segformer.encoder.", "encoder.") if key.startswith(p)), None)
+        match = _HF_ENCODER_KEY.match(key[len(prefix) :]) if prefix else None
+        if match is None:
+            out[_rename_first(key, _HF_HEAD_RENAMES)] = value
+            continue
+        kind, index, rest = match[1], int(match[2]), match[3]
+        if kind == "patch_embeddings":
+            name = f"patch_embed{index + 1}.{rest.replace('layer_norm.', 'norm.')}"
+        elif kind == "layer_norm":
+            name = f"norm{index + 1}.{rest}"
+        else:
+            block, _, inner = rest.partition(".")
+            name = f"block{index + 1}.{block}.{_replace_prefix(inner, _HF_BLOCK_RENAMES)}"
+        out["backbone." + name] = value
+    return _merge_key_value(out)
+
+
+def _mmseg_mit_key(stage: int, part: str, rest: str) -> str:
+    """One mmseg ``layers.{stage}.{part}.{rest}`` backbone key -> its NVlabs name."""
+    if part == "0":
+        return f"patch_embed{stage + 1}.{rest.replace('projection.', 'proj.')}"
+    if part == "2":
+        return f"norm{stage + 1}.{rest}"
+    block, _, inner = rest.partition(".")
+    return f"block{stage + 1}.{block}.{_replace_prefix(inner, _MMSEG_BLOCK_RENAMES)}"
+
+
+def _mmseg_to_nvlabs(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """mmseg 1.x ``MixVisionTransformer`` / ``SegformerHead`` keys -> NVlabs backbone names, segkit head names.
+
+    mmseg fuses the query, key and value projections into ``in_proj_weight`` (3C, C) and stores the
+    MixFFN's linears as 1x1 convs; both are split / flattened back into PyTorch Linear weights.
+    Its head (a 1x1 conv + BN + ReLU per level, see ``AllMLPHead(level_norm=True)``) has no NVlabs
+    counterpart, so it is named segkit's way directly (still in PyTorch layouts).
+    """
+    out = {}
+    for key, value in state.items():
+        match = _MMSEG_MIT_KEY.match(key)
+        if match is None:
+            out[_rename_first(key, _MMSEG_HEAD_RENAMES)] = value
+            continue
+        name = (match[1] or "") + _mmseg_mit_key(int(match[2]), match[3], match[4])
+        if ".attn.attn.in_proj_" in name:
+            dim = value.shape[0] // 3
+            leaf = "weight" if name.endswith("weight") else "bias"
+            block = name[: name.index(".attn.attn.in_proj_")]
+            out[f"{block}.attn.q.{leaf}"], out[f"{block}.attn.kv.{leaf}"] = value[:dim], value[dim:]
+            continue
+        if name.endswith(("mlp.fc1.weight", "mlp.fc2.weight")):
+            value = value.reshape(value.shape[0], -1)
+        out[name] = value
+    return {k: (v.reshape(v.shape[0], -1) if k.startswith("head.embed.") and k.endswith(".weight") else v)
+            for k, v in out.items()}
+
+
+def _drop_nvlabs_unused(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Drop ``decode_head.conv_seg``: NVlabs' base head creates it, its SegFormerHead never uses it."""
+    return {k: v for k, v in state.items() if not k.startswith("decode_head.conv_seg.")}
+
+
+def _paddle_layouts(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """PyTorch layouts -> Paddle's: every 2-D weight is a Linear (transposed); BatchNorm statistics renamed."""
+    return {
+        rename_bn_buffer(k): (torch_linear(v) if np.ndim(v) == 2 and k.endswith(".weight") else v)
+        for k, v in state.items()
+    }
+
+
+_TO_NVLABS_NAMES = {
+    "huggingface": _huggingface_to_nvlabs,
+    "mmseg": _mmseg_to_nvlabs,
+    "nvlabs": _drop_nvlabs_unused,
+}
+
+
+def convert_segformer_checkpoint(state: Dict[str, np.ndarray], prefix: str = "backbone.") -> Dict[str, np.ndarray]:
+    """Any published SegFormer / MiT checkpoint -> segkit names and Paddle layouts.
+
+    Recognises (``detect_segformer_format``) NVlabs ``.pth`` files (ImageNet ``mit_b*`` and
+    segmentation models), Hugging Face ``nvidia/mit-b*`` / ``nvidia/segformer-*`` state dicts,
+    mmseg 1.x ``mit_b*`` and ``segformer_mit-b*`` checkpoints, PaddleSeg ``.pdparams`` and segkit's
+    own. Linear weights are transposed, Hugging Face's separate key / value projections stacked and
+    mmseg's fused query-key-value split, BatchNorm statistics renamed, ``module.`` prefixes and
+    ``num_batches_tracked`` counters dropped. Keys that match nothing pass unchanged, so the strict
+    loader reports them by name. Pure: the input is not modified.
+
+    Args:
+        state: name -> array.
+        prefix: ``"backbone."`` for a whole ``SegFormer``; ``""`` for a bare ``MixVisionTransformer``,
+            in which case a segmentation checkpoint's ``backbone.`` prefix is dropped and its head's
+            keys (like an ImageNet classifier) come out under ``head.``, which the backbone ignores.
+    """
+    state = strip_training_wrappers(state)
+    fmt = detect_segformer_format(state)
+    if fmt != "paddleseg":
+        state = _paddle_layouts(_TO_NVLABS_NAMES[fmt](state))
+    return remap_segformer_keys(state) if prefix else remap_mit_keys(backbone_part(state))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -623,9 +829,12 @@ def _segformer(
     backbone_pretrained: Optional[str],
     drop_path_rate: float,
     align_corners: bool,
+    mmseg_head: bool,
 ) -> SegFormer:
     backbone = _mit(variant, 3, drop_path_rate, 0.0, backbone_pretrained)
-    return SegFormer(num_classes, backbone, SEGFORMER_DECODER_DIMS[variant], align_corners, pretrained)
+    return SegFormer(
+        num_classes, backbone, SEGFORMER_DECODER_DIMS[variant], align_corners, pretrained, mmseg_head=mmseg_head
+    )
 
 
 @MODELS.register
@@ -635,17 +844,19 @@ def segformer_b0(
     backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
+    mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B0: MiT-B0 encoder, decoder width 256 (3.75M parameters at 150 classes).
 
     Args:
         num_classes: number of classes.
-        pretrained: whole-model weights (PaddleSeg or segkit names).
-        backbone_pretrained: ImageNet MiT-B0 weights for the encoder alone.
+        pretrained: whole-model weights (NVlabs, Hugging Face, mmseg, PaddleSeg or segkit files).
+        backbone_pretrained: ImageNet MiT-B0 weights for the encoder alone (any of those sources).
         drop_path_rate: stochastic depth of the last encoder block.
         align_corners: ``align_corners`` of the bilinear resizes.
+        mmseg_head: mmseg 1.x's head (for its ``segformer_mit-b*`` checkpoints); see ``SegFormer``.
     """
-    return _segformer("B0", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners)
+    return _segformer("B0", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
@@ -655,9 +866,10 @@ def segformer_b1(
     backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
+    mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B1: MiT-B1 encoder, decoder width 256. Arguments as ``segformer_b0``."""
-    return _segformer("B1", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners)
+    return _segformer("B1", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
@@ -667,9 +879,10 @@ def segformer_b2(
     backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
+    mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B2: MiT-B2 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B2", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners)
+    return _segformer("B2", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
@@ -679,9 +892,10 @@ def segformer_b3(
     backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
+    mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B3: MiT-B3 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B3", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners)
+    return _segformer("B3", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
@@ -691,9 +905,10 @@ def segformer_b4(
     backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
+    mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B4: MiT-B4 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B4", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners)
+    return _segformer("B4", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
@@ -703,6 +918,7 @@ def segformer_b5(
     backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
+    mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B5: MiT-B5 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B5", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners)
+    return _segformer("B5", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)

@@ -42,6 +42,7 @@ from paddle import nn
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel, load_pretrained, resize_to
 from segkit.models.layers import drop_path
+from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS, did_you_mean
 
 __all__ = ["MSCAN", "LightHamHead", "SegNeXt", "remap_checkpoint_keys"]
@@ -233,7 +234,8 @@ class MSCAN(nn.Layer):
         atten_kernel_sizes: strip-convolution lengths of the attention (PaddleSeg's name).
         drop_rate: MLP dropout.
         drop_path_rate: stochastic-depth rate of the last block (rising linearly from 0).
-        pretrained: weights for the backbone alone (path, URL or zip; PaddleSeg or segkit keys).
+        pretrained: weights for the backbone (path, URL or zip): an ImageNet ``mscan_*`` file (official,
+            mmseg or PaddleSeg; its classifier is dropped), or the backbone of a whole SegNeXt checkpoint.
     """
 
     def __init__(self, in_channels: int = 3, embed_dims: Sequence[int] = (32, 64, 160, 256),
@@ -263,8 +265,12 @@ class MSCAN(nn.Layer):
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """PaddleSeg MSCAN keys -> segkit keys (see the module-level ``remap_checkpoint_keys``)."""
-        return remap_checkpoint_keys(state)
+        """Upstream MSCAN keys -> segkit keys (see the module-level ``remap_checkpoint_keys``).
+
+        A whole SegNeXt checkpoint loses its ``backbone.`` prefix and its decoder comes out under
+        ``head.``, which the backbone drops like an ImageNet classifier.
+        """
+        return backbone_part(remap_checkpoint_keys(state))
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         outs = []
@@ -535,7 +541,8 @@ class SegNeXt(SegModel):
 # ----------------------------------------------------------------------------- checkpoint keys
 
 _BLOCK_PARTS = [
-    # PaddleSeg name inside ``block{k}.{j}.``  ->  segkit name inside ``stages.{k-1}.blocks.{j}.``
+    # Upstream name inside ``block{k}.{j}.``  ->  segkit name inside ``stages.{k-1}.blocks.{j}.``
+    # (PaddleSeg, the official code and mmseg 1.x agree apart from the lines marked).
     ("norm1.", "attn_norm."),
     ("norm2.", "mlp_norm."),
     ("layer_scale_1", "attn_scale"),
@@ -543,11 +550,23 @@ _BLOCK_PARTS = [
     ("attn.proj_1.", "attn.proj_in."),
     ("attn.proj_2.", "attn.proj_out."),
     ("attn.spatial_gating_unit.conv0.", "attn.msca.local."),
-    ("attn.spatial_gating_unit.conv_out.", "attn.msca.mix."),
-    ("mlp.dwconv.", "mlp.dw."),
+    ("attn.spatial_gating_unit.conv_out.", "attn.msca.mix."),  # PaddleSeg
+    ("attn.spatial_gating_unit.conv3.", "attn.msca.mix."),  # official, mmseg
+    ("mlp.dwconv.dwconv.", "mlp.dw."),  # official
+    ("mlp.dwconv.", "mlp.dw."),  # PaddleSeg, mmseg
 ]
-_STRIP = re.compile(r"attn\.spatial_gating_unit\.dwconvs\.(\d+)\.conv\d+_([12])\.")
+# Strip convolutions: PaddleSeg ``dwconvs.{i}.conv{i+1}_{1|2}``, official and mmseg ``conv{i}_{1|2}``.
+_STRIP = re.compile(r"attn\.spatial_gating_unit\.(?:dwconvs\.(\d+)\.conv\d+|conv(\d+))_([12])\.")
 _HEAD_PARTS = [
+    # the official code and mmseg 1.x (mmcv ConvModule: ``conv``, ``gn``)
+    ("decode_head.squeeze.conv.", "head.squeeze.0."),
+    ("decode_head.squeeze.gn.", "head.squeeze.1."),
+    ("decode_head.hamburger.ham_in.conv.", "head.ham.proj_in."),
+    ("decode_head.hamburger.ham_out.conv.", "head.ham.proj_out.0."),
+    ("decode_head.hamburger.ham_out.gn.", "head.ham.proj_out.1."),
+    ("decode_head.align.conv.", "head.align.0."),
+    ("decode_head.align.gn.", "head.align.1."),
+    # PaddleSeg (after the official names: ``ham_in.`` is a prefix of ``ham_in.conv.``)
     ("decode_head.squeeze._conv.", "head.squeeze.0."),
     ("decode_head.squeeze._group_norm.", "head.squeeze.1."),
     ("decode_head.hamburger.ham_in.", "head.ham.proj_in."),
@@ -569,7 +588,8 @@ def _remap_backbone_part(kind: str, stage: int, rest: str) -> str:
     block, _, part = rest.partition(".")
     strip = _STRIP.match(part)
     if strip:
-        part = f"attn.msca.strips.{strip.group(1)}.{int(strip.group(2)) - 1}." + part[strip.end():]
+        branch = strip.group(1) or strip.group(2)
+        part = f"attn.msca.strips.{branch}.{int(strip.group(3)) - 1}." + part[strip.end():]
     for old, new in _BLOCK_PARTS:
         if part.startswith(old):
             part = new + part[len(old):]
@@ -577,16 +597,34 @@ def _remap_backbone_part(kind: str, stage: int, rest: str) -> str:
     return f"stages.{stage}.blocks.{block}.{part}"
 
 
-def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """Rename PaddleSeg SegNeXt / MSCAN checkpoint keys to segkit's; segkit keys pass unchanged.
+def detect_segnext_format(state: Dict[str, np.ndarray]) -> str:
+    """Which codebase wrote a SegNeXt / MSCAN state dict: ``official`` or ``paddleseg``.
 
+    The official Visual-Attention-Network/SegNeXt code and mmseg 1.x write the same names and
+    layouts (``official``): PyTorch BatchNorm statistics (``running_mean``), ``conv0_1``-style strip
+    convolutions and mmcv ``ConvModule`` heads. PaddleSeg (and segkit's own names) otherwise.
+    """
+    official = ("running_mean", "num_batches_tracked", "spatial_gating_unit.conv3.weight", "squeeze.conv.weight")
+    return "official" if any(k.endswith(official) for k in state) else "paddleseg"
+
+
+def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """Rename any published SegNeXt / MSCAN checkpoint's keys to segkit's; segkit keys pass unchanged.
+
+    Reads PaddleSeg files and the official Visual-Attention-Network/SegNeXt and mmseg 1.x ones
+    (ImageNet ``mscan_*`` backbones and ``segnext_mscan-*`` models):
     ``backbone.block{k}.{j}.attn.proj_1.weight`` becomes ``backbone.stages.{k-1}.blocks.{j}.attn.proj_in.weight``,
     ``decode_head.conv_seg.weight`` becomes ``head.classifier.weight``, and so on; keys with or without
     the ``backbone.`` prefix are handled, so the same function serves whole models and backbones.
-    Values are not touched. Pure: returns a new dict.
+    PyTorch layouts become Paddle's: BatchNorm ``running_mean`` / ``running_var`` are renamed, the
+    layer scales (C,) become (C, 1, 1), ``module.`` prefixes and ``num_batches_tracked`` counters are
+    dropped. Pure: returns a new dict.
     """
     out = {}
-    for key, value in state.items():
+    for key, value in strip_training_wrappers(state).items():
+        key = rename_bn_buffer(key)
+        if key.endswith(("layer_scale_1", "layer_scale_2")) and np.ndim(value) == 1:
+            value = value.reshape(-1, 1, 1)
         new = key
         match = _BACKBONE_KEY.match(key)
         if match:

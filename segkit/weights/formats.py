@@ -38,7 +38,26 @@ def reader_for(path: str) -> Reader:
     """The function that reads the file at ``path``, chosen from its format."""
     if path.endswith(TORCH_SUFFIXES):
         return read_torch
+    if path.endswith(".safetensors"):
+        return read_safetensors
     return read_paddle
+
+
+def read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    """A ``.safetensors`` file (Hugging Face's format) as arrays, with the ``safetensors`` package's NumPy API.
+
+    No PyTorch is needed. bfloat16 tensors, which NumPy cannot hold, are refused with a message.
+    """
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: not a readable .safetensors file ({exc}). A bfloat16 file needs converting to float32 "
+            "first (e.g. with transformers: model.float().save_pretrained(folder))."
+        ) from exc
 
 
 def read_paddle(path: str) -> Dict[str, np.ndarray]:

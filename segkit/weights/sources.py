@@ -10,6 +10,9 @@ import zipfile
 
 from segkit.errors import CheckpointError
 
+# What a folder given as weights may hold, in order of preference: a segkit / PaddleSeg checkpoint
+# folder, then a Hugging Face model folder (save_pretrained or a Hub snapshot).
+FOLDER_FILES = ("model.pdparams", "model.safetensors", "pytorch_model.bin")
 ARCHIVES = (".zip", ".tar.gz", ".tgz", ".tar")
 CACHE_DIR = os.path.expanduser(os.environ.get("SEGKIT_CACHE", "~/.cache/segkit"))
 
@@ -64,16 +67,25 @@ def _from_archive(path: str) -> str:
     return target
 
 
+def _weights_in_folder(folder: str) -> str:
+    """The weights file of a checkpoint folder (segkit's) or a Hugging Face model folder, first found."""
+    for name in FOLDER_FILES:
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    return os.path.join(folder, FOLDER_FILES[0])
+
+
 def resolve_weights_path(location: str) -> str:
     """Turn a local path, a folder holding ``model.pdparams``, a URL or an archive into a weights file path."""
     if location.startswith(("http://", "https://")):
         location = _download(location)
     if os.path.isdir(location):
-        location = os.path.join(location, "model.pdparams")
+        location = _weights_in_folder(location)
     if not os.path.exists(location):
         raise CheckpointError(
-            f"weights file {location!r} does not exist. Give a *.pdparams file, a folder that holds "
-            "model.pdparams, a .zip or .tar.gz containing one, or an http(s) URL."
+            f"weights file {location!r} does not exist. Give a weights file (.pdparams, .pth, .bin, "
+            f".safetensors), a folder that holds one of {', '.join(FOLDER_FILES)}, a .zip or .tar.gz "
+            "containing a .pdparams, or an http(s) URL."
         )
     if location.endswith(ARCHIVES):
         location = _from_archive(location)
