@@ -13,7 +13,9 @@ from paddle import nn
 
 from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
+from segkit.engine.loader import GuardedDataset, guarded_loader, raise_on_any_rank
 from segkit.engine.report import WorstImages
+from segkit.errors import SegkitError
 from segkit.logger import logger
 from segkit.runtime import worker_init
 from segkit.metrics import ConfusionMeter, image_miou, per_class_records, per_class_table
@@ -32,7 +34,8 @@ def eval_loader(dataset, num_workers: int) -> Iterable[dict]:
     With ``num_workers == 0`` the samples are read in this thread just before they are used:
     paddle's single-process DataLoader reads ahead in a background thread (a queue plus a buffer,
     about five 2048x1024 samples, 60 MiB each), which would add to the peak of full-resolution
-    evaluation. With workers, each worker prefetches at most ``prefetch_factor`` samples.
+    evaluation. With workers, each worker prefetches at most ``prefetch_factor`` samples, and an
+    error while loading a sample is raised here (``segkit.engine.loader``).
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     # Striding by rank (rather than DistributedBatchSampler, which pads the list to a multiple of the
@@ -41,8 +44,7 @@ def eval_loader(dataset, num_workers: int) -> Iterable[dict]:
     if num_workers == 0:
         return (dataset[i] for i in indices)
     sampler = [[i] for i in indices]
-    return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, collate_fn=_single_sample,
-                                worker_init_fn=worker_init)
+    return guarded_loader(GuardedDataset(dataset), sampler, num_workers, _single_sample, worker_init_fn=worker_init)
 
 
 def _gather_per_image(per_image: List[Dict[str, object]]) -> List[Dict[str, object]]:
@@ -63,6 +65,24 @@ def _gather_counts(meter: ConfusionMeter) -> None:
     dist.all_reduce(count)
     meter.matrix = matrix.numpy()
     meter.count = int(count.numpy()[0])
+
+
+def evaluate_sample(model: nn.Layer, sample: dict, meter: ConfusionMeter, test_config: TestConfig,
+                    worst: WorstImages) -> Dict[str, object]:
+    """Predict one sample, add it to ``meter`` and ``worst``, and return its per-image record."""
+    image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
+    image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
+    logits = infer_image(model, image, sample.get("trans_info", []), test_config)
+    pred = paddle.argmax(logits, axis=1)[0].numpy()
+    # Drop this image's full-resolution logits now, not when the next image's replace them,
+    # so the next forward pass never runs while they are still held.
+    del image, logits
+    label = np.asarray(sample["label"])
+    label = label[0] if label.ndim == 3 else label
+    cm = meter.update(pred, label)
+    record = {"image": sample.get("img_path", str(meter.count - 1)), "mIoU": image_miou(cm)}
+    worst.offer(record["mIoU"], record["image"], pred, label)
+    return record
 
 
 def evaluate(
@@ -92,21 +112,14 @@ def evaluate(
     if print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, total_iters: {len(dataset)})...")
     share = len(range(dist.get_rank(), len(dataset), dist.get_world_size()))  # this rank's images
-    for sample in track(eval_loader(dataset, num_workers), share, "[EVAL]", "img", enabled=print_detail):
-        image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
-        image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
-        logits = infer_image(model, image, sample.get("trans_info", []), test_config)
-        pred = paddle.argmax(logits, axis=1)[0].numpy()
-        # Drop this image's full-resolution logits now, not when the next image's replace them,
-        # so the next forward pass never runs while they are still held.
-        del image, logits
-        label = np.asarray(sample["label"])
-        label = label[0] if label.ndim == 3 else label
-        cm = meter.update(pred, label)
-        name = sample.get("img_path", str(meter.count - 1))
-        per_image.append({"image": name, "mIoU": image_miou(cm)})
-        worst.offer(per_image[-1]["mIoU"], name, pred, label)
-        del sample, label, pred  # not held while the next image is read
+    error = None
+    try:
+        for sample in track(eval_loader(dataset, num_workers), share, "[EVAL]", "img", enabled=print_detail):
+            per_image.append(evaluate_sample(model, sample, meter, test_config, worst))
+            del sample  # not held while the next image is read
+    except SegkitError as exc:
+        error = exc  # raised below, once every rank knows (no rank waits in _gather_counts)
+    raise_on_any_rank(error, "their share of the validation images")
     _gather_counts(meter)
     per_image = _gather_per_image(per_image)
     if was_training:

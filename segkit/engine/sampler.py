@@ -13,6 +13,7 @@ from typing import Iterator, List, Tuple
 import numpy as np
 import paddle
 
+from segkit.engine.loader import SampleFailure, load_sample
 from segkit.errors import ConfigError
 
 
@@ -89,5 +90,5 @@ class SeededDataset(paddle.io.Dataset):
     def __getitem__(self, key):
         seed, index = key
         seed_everything(seed)
-        sample = self.dataset[index]
-        return sample["img"], sample["label"]
+        sample = load_sample(self.dataset, index)
+        return sample if isinstance(sample, SampleFailure) else (sample["img"], sample["label"])

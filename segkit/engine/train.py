@@ -30,6 +30,7 @@ from segkit.config import Config
 from segkit.engine.checkpoints import CheckpointManager, Trainables
 from segkit.engine.ema import ModelEMA
 from segkit.engine.evaluate import evaluate, write_reports
+from segkit.engine.loader import guarded_loader, next_batch
 from segkit.engine.report import write_html_report
 from segkit.engine.precision import Precision, gradients_finite
 from segkit.engine.sampler import SeededDataset, TrainSampler
@@ -155,7 +156,7 @@ class Trainer:
         """Run from the current (or resumed) iteration to ``iters``; returns the final state."""
         self.checkpoints.prepare(self.cfg)
         self.model.train()
-        batches = iter(self.loader(self.state.iter))
+        batches = self.loader(self.state.iter)
         self.log.open(self.state.iter)
         try:
             for iteration in range(self.state.iter + 1, self.cfg.iters + 1):
@@ -172,13 +173,12 @@ class Trainer:
         starting after ``start_iter`` batches."""
         sampler = TrainSampler(len(self.train_set), self.cfg.batch_size * self.opts.accumulate_steps, self.opts.seed,
                                self.rank, self.world, start_iter)
-        return paddle.io.DataLoader(SeededDataset(self.train_set), batch_sampler=sampler,
-                                    num_workers=self.opts.num_workers, collate_fn=_collate, use_shared_memory=False,
-                                    worker_init_fn=worker_init)
+        return guarded_loader(SeededDataset(self.train_set), sampler, self.opts.num_workers, _collate,
+                              use_shared_memory=False, worker_init_fn=worker_init)
 
     def run_iteration(self, iteration: int, batches: Iterator) -> None:
         """Fetch the batch, take the step, advance the schedule and record it."""
-        images, labels = next(batches)
+        images, labels = next_batch(batches, f"their batch of iteration {iteration}")
         self.log.clock.data_ready()
         paddle.seed(step_seed(self.opts.seed, iteration))
         lr = self.lr.get_lr()

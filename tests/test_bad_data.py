@@ -1,0 +1,188 @@
+"""Bad data never hangs a run: every tool stops with one message naming the file and exit status 2.
+
+Paddle's DataLoader loses a dataset's exception (with ``num_workers=0`` its prefetch thread dies
+and the main thread waits forever; with workers the error turns into a SystemError traceback), so
+each case runs the command-line tool as a user does, in a subprocess with a timeout, with 0, 1
+and 2 workers. The cases run side by side to keep the suite short.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+from conftest import ROOT
+from layouts import cityscapes
+from PIL import Image
+
+TIMEOUT = 150  # seconds for a whole batch of side-by-side runs; a hang fails the test instead of stalling CI
+
+CONFIG = """batch_size: 2
+iters: 2
+model:
+  type: SegFormer
+  backbone:
+    type: MixVisionTransformer_B0
+  embedding_dim: 32
+train_dataset:
+  type: Cityscapes
+  dataset_root: {root}
+  mode: train
+  transforms:
+    - type: RandomPaddingCrop
+      crop_size: [32, 32]
+    - type: Normalize
+val_dataset:
+  type: Cityscapes
+  dataset_root: {root}
+  mode: val
+  transforms:
+    - type: Normalize
+optimizer:
+  type: AdamW
+  weight_decay: 0.01
+lr_scheduler:
+  type: PolynomialDecay
+  learning_rate: 0.0001
+  end_lr: 0.0
+  power: 1.0
+loss:
+  types:
+    - type: CrossEntropyLoss
+  coef: [1]
+"""
+
+
+def label_path(root, split, i):
+    return os.path.join(root, "gtFine", split, "aachen", f"aachen_{i:06d}_000019_gtFine_labelTrainIds.png")
+
+
+def image_path(root, split, i):
+    return os.path.join(root, "leftImg8bit", split, "aachen", f"aachen_{i:06d}_000019_leftImg8bit.png")
+
+
+def value_200(path):
+    label = np.array(Image.open(path))
+    label[3, 5] = 200
+    Image.fromarray(label).save(path)
+
+
+def wrong_size(path):
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(path)
+
+
+def make_case(tmp, name, split, damage):
+    """A Cityscapes layout (2 train, 2 val images) whose second ``split`` label is damaged; returns (config, bad file)."""
+    root = cityscapes(str(tmp / name))
+    bad = label_path(root, split, 1)
+    damage(bad)
+    config = tmp / f"{name}.yml"
+    config.write_text(CONFIG.format(root=root))
+    return str(config), bad
+
+
+def tool(name, *args):
+    return [sys.executable, os.path.join(ROOT, "tools", name), *map(str, args)]
+
+
+def run_side_by_side(commands):
+    """Run ``{name: argv}`` at once; returns ``{name: (exit status, output)}``; a hang fails the test."""
+    procs = {name: subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name, argv in commands.items()}
+    results = {}
+    try:
+        for name, proc in procs.items():
+            try:
+                results[name] = (proc.wait(timeout=TIMEOUT), proc.stdout.read())
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{name}: still running after {TIMEOUT} s (a hang): {' '.join(commands[name])}")
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+    return results
+
+
+def assert_clean_stop(results, bad, status=2):
+    for name, (code, err) in results.items():
+        assert code == status, f"{name}: exit {code}\n{err[-3000:]}"
+        assert bad in err, f"{name}: the message does not name {bad}\n{err[-3000:]}"
+        assert "Traceback" not in err and "C++ Traceback" not in err, f"{name}:\n{err[-3000:]}"
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_training_stops_at_a_bad_label_or_a_size_mismatch_with_0_1_2_workers(tmp_path):
+    commands = {}
+    bad_files = {}
+    for case, damage in (("value", value_200), ("size", wrong_size)):
+        config, bad = make_case(tmp_path, case, "train", damage)
+        for workers in (0, 1, 2):
+            name = f"{case}, {workers} workers"
+            commands[name] = tool("train.py", "--config", config, "--save_dir", tmp_path / f"out_{case}_{workers}",
+                                  "--num_workers", workers)
+            bad_files[name] = bad
+    results = run_side_by_side(commands)
+    for name, result in results.items():
+        assert_clean_stop({name: result}, bad_files[name])
+    assert "holds value(s) 200" in results["value, 0 workers"][1]
+    assert "but its image is 64x32" in results["size, 2 workers"][1]
+
+
+@pytest.fixture(scope="module")
+def bad_val(tmp_path_factory):
+    """A config whose second val label holds 200, and a model.pdparams that fits it."""
+    from segkit.config import load_config
+
+    tmp = tmp_path_factory.mktemp("bad_val")
+    config, bad = make_case(tmp, "val", "val", value_200)
+    weights = str(tmp / "model.pdparams")
+    paddle.save(load_config(config).build_model().state_dict(), weights)
+    return {"config": config, "bad": bad, "weights": weights, "tmp": tmp}
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_evaluation_val_predict_and_check_dataset_stop_at_bad_files(bad_val):
+    config, tmp = bad_val["config"], bad_val["tmp"]
+    broken_image = tmp / "images" / "broken image.png"  # a space in the name, and a truncated file
+    broken_image.parent.mkdir()
+    good = open(image_path(os.path.join(tmp, "val"), "val", 0), "rb").read()
+    broken_image.write_bytes(good[: len(good) // 2])
+    commands = {}
+    for workers in (0, 2):
+        commands[f"train --do_eval, {workers} workers"] = tool(
+            "train.py", "--config", config, "--save_dir", tmp / f"train_{workers}", "--do_eval", "--save_interval", 1,
+            "--iters", 1, "--num_workers", workers)
+        commands[f"val.py, {workers} workers"] = tool("val.py", "--config", config, "--model_path", bad_val["weights"],
+                                                      "--save_dir", tmp / f"val_{workers}", "--num_workers", workers)
+    commands["predict.py"] = tool("predict.py", "--config", config, "--model_path", bad_val["weights"],
+                                  "--image_path", broken_image.parent, "--save_dir", tmp / "predict")
+    checks = {f"check_dataset.py, {w} workers": tool("check_dataset.py", "--config", config, "--num_workers", w)
+              for w in (0, 2)}
+    results = run_side_by_side({**commands, **checks})
+    predict_result = {"predict.py": results.pop("predict.py")}
+    assert_clean_stop(predict_result, str(broken_image))
+    # check_dataset.py reports what it found and exits with 1 (problems found).
+    assert_clean_stop({name: results.pop(name) for name in checks}, bad_val["bad"], status=1)
+    assert_clean_stop(results, bad_val["bad"])
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_every_rank_stops_at_a_bad_label_under_distributed_launch(tmp_path):
+    config, bad = make_case(tmp_path, "dist", "train", value_200)
+    launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2"]
+    commands = {
+        f"2 ranks, {w} workers": launch + ["--log_dir", str(tmp_path / f"log_{w}")] + tool(
+            "train.py", "--config", config, "--save_dir", tmp_path / f"out_{w}", "--batch_size", 1,
+            "--num_workers", w)[1:]
+        for w in (0, 2)
+    }
+    results = run_side_by_side(commands)
+    for w in (0, 2):
+        code, err = results[f"2 ranks, {w} workers"]
+        logs = [open(tmp_path / f"log_{w}" / f"workerlog.{r}").read() for r in (0, 1)]
+        assert code == 2, f"{w} workers: launcher exit {code}\n{err[-3000:]}\n{logs[0][-2000:]}\n{logs[1][-2000:]}"
+        for log in logs:  # every rank ended with the message, none in a collective or a traceback
+            assert bad in log and "Traceback" not in log, log[-3000:]
