@@ -260,6 +260,10 @@ def scan_dataset(dataset, limit: Optional[int] = None, num_workers: int = 0) -> 
         with Pool(num_workers, initializer=_init_worker, initargs=(dataset.map_label,)) as pool:
             for found in track(pool.imap(_inspect_in_worker, pairs, chunksize=8), len(pairs), "scanning", "label"):
                 _add(report, found)
+            # Let the workers end by themselves: the terminate() on leaving the block would SIGTERM them,
+            # and Paddle's signal handler (inherited by forked workers) prints a C++ traceback for it.
+            pool.close()
+            pool.join()
     else:
         for img_path, label_path in track(pairs, desc="scanning", unit="label"):
             _add(report, inspect_pair(img_path, label_path, dataset.map_label))

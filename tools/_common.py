@@ -41,9 +41,27 @@ def run_cli(main) -> None:
     try:
         status = main()
     except SegkitError as exc:
+        if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
+            _leave_distributed_run(f"error: {exc}", 2)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(status or 0)
+
+
+def _leave_distributed_run(message: str, status: int) -> None:
+    """Print ``message`` and end this rank at once.
+
+    ``paddle.distributed.launch`` stops the other ranks (SIGTERM) as soon as one exits with an
+    error, and every rank raises at the same step, so a rank still tearing down its DataLoader
+    and process group would be killed mid-way and Paddle's signal handler would print a C++
+    traceback under the message. The default SIGTERM action and an immediate exit avoid both.
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)
 
 
 def add_test_args(parser: argparse.ArgumentParser, aug_flag: str) -> None:
