@@ -52,6 +52,7 @@ def segkit_copy(reference: paddle.nn.Layer, size: str, head: dict, num_classes: 
     model = SegNeXt(BACKBONES.get(f"MSCAN_{size}")(), num_classes, head)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
     load_weights(model, state, source="paddleseg oracle")
+    model.head.ham.nmf.seed_eval_bases(None)  # upstream's per-call random bases in eval too
     return model
 
 
@@ -142,6 +143,7 @@ def test_nmf_variants_match_paddleseg(ham_kwargs):
     from segkit.models.segnext import nmf_from_ham_kwargs
 
     theirs, ours = NMF2D(dict(ham_kwargs)), nmf_from_ham_kwargs(ham_kwargs, ham_channels=32)
+    ours.seed_eval_bases(None)  # upstream's per-call draw
     theirs.eval()
     ours.eval()
     x = paddle.to_tensor(np.random.default_rng(0).uniform(size=(2, 32, 5, 7)).astype("float32"))
@@ -152,13 +154,26 @@ def test_nmf_variants_match_paddleseg(ham_kwargs):
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-5, atol=1e-6)
 
 
-def test_eval_output_is_seeded(tiny_pair):
+def test_upstream_random_eval_bases_follow_paddle_seed(tiny_pair):
     _, ours = tiny_pair
     ours.eval()
     x = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype("float32")
     first, again, other = run(ours, x, 7), run(ours, x, 7), run(ours, x, 8)
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-4, "NMF bases should be random: another seed must change the output"
+
+
+def test_fixed_eval_bases_are_the_seeded_numpy_draw():
+    """The documented recipe: NumPy default_rng(seed).random((groups, D, rank)), L2-normalised over D."""
+    from segkit.models.segnext import NMF
+
+    nmf = NMF(rank=4, groups=2, channels=16)
+    nmf.eval()
+    nmf.seed_eval_bases(9)
+    expected = np.random.default_rng(9).random((2, 8, 4), dtype=np.float32)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(nmf.eval_bases.numpy(), expected, rtol=1e-6)
+    assert "eval_bases" not in nmf.state_dict()  # checkpoints stay PaddleSeg's
 
 
 def test_nmf_steps_train_6_eval_7(tiny_pair, monkeypatch):
@@ -184,6 +199,7 @@ def test_paddleseg_checkpoint_file_loads_as_pretrained(tiny_pair, tmp_path):
     ours = build({"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, "num_classes": 19, "pretrained": path,
                   "decoder_cfg": dict(PADDLESEG_HEAD, dropout_rate=0.1, align_corners=False)}, MODELS, "model")
     ours.eval()
+    ours.head.ham.nmf.seed_eval_bases(None)  # upstream's per-call draw, to compare with the oracle
     x = np.random.default_rng(1).normal(size=(1, 3, 48, 80)).astype("float32")
     np.testing.assert_allclose(run(ours, x, 3), run(reference, x, 3), rtol=0, atol=1e-4)
     # The same file, loaded for another number of classes: everything but the classifier.

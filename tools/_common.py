@@ -81,7 +81,8 @@ def add_test_args(parser: argparse.ArgumentParser, aug_flag: str) -> None:
     parser.add_argument("--scales", type=float, nargs="+", help=f"image scales for --{aug_flag}, e.g. 0.75 1.0 1.25")
     parser.add_argument("--flip_horizontal", action="store_true", help=f"add horizontally flipped copies (with --{aug_flag})")
     parser.add_argument("--flip_vertical", action="store_true", help=f"add vertically flipped copies (with --{aug_flag})")
-    parser.add_argument("--seed", type=int, default=0, help="paddle.seed before the first image (models with random parts)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="paddle.seed before the first image, and the seed of SegNeXt's fixed NMF bases (as export.py --seed)")
     parser.set_defaults(aug_flag_name=f"--{aug_flag}")
 
 

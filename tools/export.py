@@ -12,6 +12,7 @@ from _common import add_config_args, run_cli
 
 from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.export import export_model
+from segkit.models.base import seed_inference
 from segkit.weights import load_model_file
 
 
@@ -24,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="input shape; -1 leaves a dimension dynamic (default: -1 3 -1 -1)")
     parser.add_argument("--output_op", choices=["argmax", "softmax", "none"], default="argmax",
                         help="what the exported program returns (default: argmax label map)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the fixed random parts (SegNeXt's NMF bases), as val.py / predict.py --seed")
     return parser.parse_args(argv)
 
 
@@ -35,6 +38,7 @@ def main(argv=None) -> int:
         load_model_file(model, args.model_path)
     else:
         print("warning: no --model_path given; exporting the initial (untrained) weights", file=sys.stderr)
+    seed_inference(model, args.seed)
     prefix = export_model(model, args.save_dir, args.input_shape, args.output_op, cfg.export_transforms())
     print(f"exported {type(model).__name__} to {prefix}.* (deploy.yaml in {args.save_dir})")
     return 0

@@ -2,12 +2,12 @@
 
 import argparse
 
-import paddle
 from _common import (add_config_args, add_runtime_args, add_test_args, apply_runtime, build_model_for_inference, run_cli,
                      test_config_from_args)
 
 from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.predict import PredictionWriter, collect_images, match_labels, predict
+from segkit.models.base import seed_inference
 from segkit.visualize import palette_array, parse_custom_color
 
 
@@ -37,7 +37,7 @@ def main(argv=None):
     transforms = cfg.build_transforms("val")
     images, root = collect_images(args.image_path)
     model = build_model_for_inference(cfg, args.model_path)
-    paddle.seed(args.seed)
+    seed_inference(model, args.seed)
     labels = match_labels(images, root, args.label_path) if args.label_path else None
     writer = PredictionWriter(args.save_dir, root, palette_array(colours, num_classes), cfg.class_names(),
                               side_by_side=args.side_by_side, labels=labels, ignore_index=cfg.ignore_index())

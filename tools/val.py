@@ -10,6 +10,7 @@ from _common import (add_config_args, add_runtime_args, add_test_args, apply_run
 from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.evaluate import evaluate, write_reports
 from segkit.engine.report import write_html_report
+from segkit.models.base import seed_inference
 
 
 def main(argv=None):
@@ -29,7 +30,7 @@ def main(argv=None):
     test_cfg = test_config_from_args(cfg, args)
     dataset = cfg.build_dataset("val")
     model = build_model_for_inference(cfg, args.model_path)
-    paddle.seed(args.seed)
+    seed_inference(model, args.seed)
     result = evaluate(model, dataset, test_cfg, num_workers=args.num_workers, keep_worst=args.html_images if args.html else 0)
     if paddle.distributed.get_rank() == 0:
         written = write_reports(result, args.save_dir, getattr(dataset, "class_names", None))

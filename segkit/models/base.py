@@ -64,3 +64,15 @@ def load_pretrained(
 def resize_to(logits: paddle.Tensor, size) -> paddle.Tensor:
     """Bilinear resize of NCHW ``logits`` to ``size`` (H, W), align_corners False."""
     return nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def seed_inference(model: nn.Layer, seed: int) -> None:
+    """Seed Paddle's RNG and the fixed random parts of ``model``'s eval (SegNeXt's NMF bases) with ``seed``.
+
+    Every sublayer with a ``seed_eval_bases(seed)`` method is reseeded, so dygraph evaluation with
+    ``--seed N`` and a program exported with ``--seed N`` compute the same function.
+    """
+    paddle.seed(seed)
+    for layer in model.sublayers(include_self=True):
+        if hasattr(layer, "seed_eval_bases"):
+            layer.seed_eval_bases(seed)

@@ -130,7 +130,9 @@ class UpPath(nn.Layer):
 
     def forward(self, x: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
         x = self.pointwise_bn(self.pointwise(x))
-        x = F.interpolate(x, scale_factor=self.factor, mode="nearest")
+        # An output size rather than scale_factor: the same nearest repetition, but without the
+        # float-array attribute that Paddle2ONNX and Paddle Inference's oneDNN passes reject.
+        x = F.interpolate(x, size=paddle.shape(x)[2:] * self.factor, mode="nearest")
         return x[:, :, : size[0], : size[1]]
 
 

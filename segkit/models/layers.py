@@ -33,3 +33,49 @@ class DropPath(nn.Layer):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"
+
+
+def _bin_max(x: paddle.Tensor, bins: int, axis: int) -> paddle.Tensor:
+    """Max over ``bins`` adaptive bins along ``axis``: bin i spans [floor(i L / bins), ceil((i + 1) L / bins))."""
+    length = x.shape[axis] if paddle.in_dynamic_mode() else paddle.shape(x)[axis]  # a tensor when traced
+    pieces = []
+    for i in range(bins):
+        start = (i * length) // bins
+        end = ((i + 1) * length + bins - 1) // bins
+        pieces.append(paddle.slice(x, axes=[axis], starts=[start], ends=[end]).max(axis=axis, keepdim=True))
+    return paddle.concat(pieces, axis=axis)
+
+
+def adaptive_max_pool2d(x: paddle.Tensor, output_size: int) -> paddle.Tensor:
+    """``F.adaptive_max_pool2d`` (square output) from slices and reductions, exact for any input size.
+
+    Paddle2ONNX refuses a dynamic input size for Paddle's adaptive max pooling and, at a fixed size
+    its output does not divide, converts it into a plain max pooling with other windows (silently
+    wrong). The maximum over a window is the maximum over its columns of the maxima over its rows,
+    so two passes of ``output_size`` slices give the same values in dygraph, in a static program and
+    in ONNX, with the bin boundaries computed from the (possibly dynamic) size.
+    """
+    return _bin_max(_bin_max(x, output_size, axis=2), output_size, axis=3)
+
+
+class AdaptiveMaxPool2D(nn.Layer):
+    """``paddle.nn.AdaptiveMaxPool2D`` in dygraph, ``adaptive_max_pool2d`` in a traced program.
+
+    The values are the same; dygraph keeps Paddle's kernel so that training also keeps its
+    gradient at ties (to one position of a bin, where a reduction's gradient goes to all of them).
+
+    Args:
+        output_size: side of the square output.
+    """
+
+    def __init__(self, output_size: int):
+        super().__init__()
+        self.output_size = int(output_size)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if paddle.in_dynamic_mode():
+            return nn.functional.adaptive_max_pool2d(x, self.output_size)
+        return adaptive_max_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"

@@ -18,6 +18,8 @@ What differs from upstream:
   no longer baked into the program, so the model exports with a dynamic batch dimension
   (PaddleSeg issues 3115, 3308, 3409).
 * No in-place addition on a ReLU output in the block (upstream's ``x_h += ...``).
+* The cross-resolution attention's adaptive max pooling is computed from slices and maxima
+  (``layers.adaptive_max_pool2d``, the same values), so the ONNX export is exact at any size.
 * ``pretrained`` loading is strict: only the DAPPM and the heads may be absent, and only keys
   outside the model's backbone (an ImageNet classifier) may be extra; upstream warns and carries on.
 """
@@ -33,7 +35,7 @@ from paddle.nn import functional as F
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel, resize_to
-from segkit.models.layers import DropPath
+from segkit.models.layers import AdaptiveMaxPool2D, DropPath
 from segkit.registry import MODELS
 
 # Paddle's BatchNorm momentum weighs the *old* running value; upstream uses 0.1, so the running
@@ -234,7 +236,7 @@ class CrossResolutionAttention(nn.Layer):
         self.num_tokens = cross_size * cross_size
         self.norm = batch_norm(high_channels)
         self.kv_norm = batch_norm(low_channels)
-        self.kv_pool = nn.AdaptiveMaxPool2D(cross_size)
+        self.kv_pool = AdaptiveMaxPool2D(cross_size)  # exact in ONNX too, any size
         self.kv_conv = conv2d(low_channels, 2 * high_channels, 1)
 
     def forward(self, x_high: paddle.Tensor, x_low: paddle.Tensor) -> paddle.Tensor:

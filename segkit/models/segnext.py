@@ -23,10 +23,12 @@ What differs from PaddleSeg 2.8:
 * ``segnext_b`` / ``segnext_l`` use the official decoder widths (512 / 1024, NMF rank 64); PaddleSeg's
   YAML files use 256 / rank 16 for every size, which ``SegNeXt`` with their ``decoder_cfg`` still builds.
 
-As upstream, the NMF bases are drawn from Paddle's global RNG on every forward pass (``paddle.rand``,
-then L2-normalised), so eval output depends on the RNG state: seed (``paddle.seed``) before comparing
-runs. In eval these bases are the only random draws; the draw order in training (stochastic depth per
-block, NMF bases, decoder dropout) is also the same as PaddleSeg's, so equal seeds give equal outputs.
+In training, as upstream, the NMF bases are drawn from Paddle's global RNG on every forward pass
+(``paddle.rand``, then L2-normalised); the draw order (stochastic depth per block, NMF bases, decoder
+dropout) is the same as PaddleSeg's, so equal seeds give equal outputs. In eval, unlike upstream,
+the bases are one fixed draw seeded by ``DEFAULT_EVAL_SEED`` (``seed_inference(model, seed)`` and
+the tools' ``--seed`` choose another), so evaluation is deterministic, independent of the batch and
+equal to the exported program; ``NMF.seed_eval_bases(None)`` restores upstream's per-call draw.
 Gradients flow through every NMF step, as in both upstream implementations.
 """
 
@@ -321,6 +323,9 @@ def MSCAN_L(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
 
 # ----------------------------------------------------------------------------- Hamburger decoder
 
+# The seed of the NMF bases in eval and in exported programs unless ``seed_inference`` sets another.
+DEFAULT_EVAL_SEED = 0
+
 
 class NMF(nn.Layer):
     """Non-negative matrix factorisation of a feature map by multiplicative updates.
@@ -341,13 +346,49 @@ class NMF(nn.Layer):
 
     eps = 1e-6
 
-    def __init__(self, rank: int = 64, groups: int = 1, spatial: bool = True, train_steps: int = 6, eval_steps: int = 7):
+    def __init__(self, rank: int = 64, groups: int = 1, spatial: bool = True, train_steps: int = 6, eval_steps: int = 7,
+                 channels: Optional[int] = None):
         super().__init__()
         self.rank = rank
         self.groups = groups
         self.spatial = spatial
         self.train_steps = train_steps
         self.eval_steps = eval_steps
+        self.channels = channels
+        self.eval_seed: Optional[int] = None
+        self.register_buffer("eval_bases", None, persistable=False)  # not part of checkpoints: it follows the seed
+        self.seed_eval_bases(DEFAULT_EVAL_SEED)
+
+    def seed_eval_bases(self, seed: Optional[int]) -> None:
+        """Fix the bases used in eval to one draw seeded by ``seed``; None draws them on every call (upstream).
+
+        The draw is NumPy's ``default_rng(seed).random`` (uniform [0, 1), float32) of shape
+        (groups, D, rank), L2-normalised over D, shared by every sample of a batch: the same numbers
+        on every device, in dygraph and in an exported program, whatever the batch. Training always
+        draws fresh bases from Paddle's RNG, as the paper does. Without ``channels`` (D unknown) or
+        with ``spatial`` False (D = H * W) the bases are drawn at the first eval call for its D.
+        """
+        self.eval_seed = seed
+        self.eval_bases = None
+        if seed is not None and self.spatial and self.channels:
+            self.eval_bases = self._seeded_bases(self.channels // self.groups)
+
+    def _seeded_bases(self, d: int) -> paddle.Tensor:
+        bases = np.random.default_rng(self.eval_seed).random((self.groups, d, self.rank), dtype=np.float32)
+        bases /= np.maximum(np.linalg.norm(bases, axis=1, keepdims=True), 1e-12)
+        return paddle.to_tensor(bases)
+
+    def _initial_bases(self, n, d) -> paddle.Tensor:
+        """The starting bases for ``n`` samples: a fresh draw (training, or no eval seed), else the seeded ones."""
+        if self.training or self.eval_seed is None:
+            return F.normalize(paddle.rand([n * self.groups, d, self.rank]), axis=1)
+        bases = self.eval_bases
+        if bases is None or bases.shape[1] != d:
+            if not isinstance(d, int):
+                raise ConfigError("NMF with SPATIAL False: the fixed eval bases depend on the image size (D = H * W); "
+                                  "export it with a fixed height and width, e.g. --input_shape -1 3 512 512.")
+            bases = self.eval_bases = self._seeded_bases(d)
+        return paddle.tile(bases, [n, 1, 1])
 
     def _update_coef(self, x, bases, coef):
         numerator = paddle.bmm(x.transpose([0, 2, 1]), bases)
@@ -373,7 +414,7 @@ class NMF(nn.Layer):
         else:
             d = h * w
             x = x.reshape([n * self.groups, c // self.groups, d]).transpose([0, 2, 1])
-        bases = F.normalize(paddle.rand([n * self.groups, d, self.rank]), axis=1)
+        bases = self._initial_bases(n, d)
         coef = F.softmax(paddle.bmm(x.transpose([0, 2, 1]), bases), axis=-1)
         for _ in range(self.train_steps if self.training else self.eval_steps):
             coef = self._update_coef(x, bases, coef)
@@ -442,7 +483,7 @@ def nmf_from_ham_kwargs(ham_kwargs: Optional[Dict], ham_channels: int) -> NMF:
     if ham_channels % args.get("groups", 1):
         raise ConfigError(f"decoder_cfg: ham_channels {ham_channels} is not divisible by ham_kwargs.MD_S {args['groups']}.",
                           key="decoder_cfg.ham_kwargs.MD_S")
-    return NMF(**args)
+    return NMF(**args, channels=ham_channels)
 
 
 class LightHamHead(nn.Layer):
@@ -475,9 +516,11 @@ class LightHamHead(nn.Layer):
         self.classifier = conv2d(channels, num_classes, 1, std=0.01)
 
     def forward(self, feats: List[paddle.Tensor]) -> paddle.Tensor:
-        size = feats[0].shape[2:]
-        feats = [f if f.shape[2:] == size else F.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners)
-                 for f in feats]
+        # The first input is the finest; the others are always resized to it (a same-size bilinear
+        # resize is exact), so the program has no size comparison and exports with a dynamic size.
+        size = paddle.shape(feats[0])[2:]
+        feats = feats[:1] + [F.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners)
+                             for f in feats[1:]]
         x = self.ham(self.squeeze(paddle.concat(feats, axis=1)))
         return self.classifier(self.dropout(self.align(x)))
 

@@ -1,0 +1,96 @@
+"""Export of every family with a dynamic batch, height and width: the Paddle Inference program
+computes the dygraph model's function; SegNeXt's eval is deterministic and equal to its export."""
+
+import os
+
+import numpy as np
+import paddle
+import pytest
+from deploy_models import FAMILIES, tiny_model
+from paddle import inference
+
+from segkit.engine.export import export_model
+from segkit.models.base import seed_inference
+from segkit.models.layers import adaptive_max_pool2d
+
+# Two sizes per family, one a multiple of 32 and one not, the second also with batch 2.
+SIZES = [(1, 3, 64, 64), (2, 3, 70, 110)]
+
+
+def paddle_predictor(save_dir: str) -> inference.Predictor:
+    config = inference.Config(os.path.join(save_dir, "model.json"), os.path.join(save_dir, "model.pdiparams"))
+    config.disable_gpu()
+    config.disable_mkldnn()
+    config.disable_glog_info()
+    return inference.create_predictor(config)
+
+
+def run_predictor(pred: inference.Predictor, x: np.ndarray) -> np.ndarray:
+    handle = pred.get_input_handle(pred.get_input_names()[0])
+    handle.reshape(x.shape)
+    handle.copy_from_cpu(x)
+    pred.run()
+    return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+
+
+def assert_same_function(got: np.ndarray, expected: np.ndarray) -> None:
+    """Logits equal up to float reordering: relative to their scale, and the same argmax."""
+    assert got.shape == expected.shape
+    scale = max(1.0, float(np.abs(expected).max()))
+    assert np.abs(got - expected).max() <= 1e-4 * scale
+    assert (got.argmax(1) == expected.argmax(1)).mean() > 0.9995
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_exports_with_dynamic_shapes_and_matches_dygraph(family, tmp_path):
+    model = tiny_model(family)
+    save_dir = str(tmp_path / family)
+    export_model(model, save_dir, input_shape=[-1, 3, -1, -1], output_op="none")
+    pred = paddle_predictor(save_dir)
+    rng = np.random.default_rng(1)
+    for shape in SIZES:
+        x = rng.normal(size=shape).astype("float32")
+        expected = model(paddle.to_tensor(x)).numpy()
+        assert expected.shape == (shape[0], 4) + shape[2:]
+        assert_same_function(run_predictor(pred, x), expected)
+
+
+@pytest.mark.parametrize("size", [(16, 32), (5, 7), (13, 29), (3, 4), (24, 24)])
+def test_adaptive_max_pool_from_slices_equals_paddles(size):
+    x = paddle.to_tensor(np.random.default_rng(0).normal(size=(2, 3) + size).astype("float32"))
+    for bins in (12, 8):
+        expected = paddle.nn.functional.adaptive_max_pool2d(x, bins).numpy()
+        np.testing.assert_array_equal(adaptive_max_pool2d(x, bins).numpy(), expected)
+
+
+def test_segnext_eval_is_deterministic_and_batch_independent():
+    model = tiny_model("segnext")
+    x = paddle.to_tensor(np.random.default_rng(2).normal(size=(2, 3, 48, 64)).astype("float32"))
+    paddle.seed(1)
+    first = model(x).numpy()
+    paddle.seed(2)  # Paddle's RNG no longer matters in eval
+    np.testing.assert_array_equal(model(x).numpy(), first)
+    np.testing.assert_allclose(model(x[1:]).numpy(), first[1:], rtol=0, atol=1e-5)
+
+    seed_inference(model, 3)
+    other = model(x).numpy()
+    assert np.abs(other - first).max() > 1e-4, "another --seed must give other bases"
+    seed_inference(model, 0)
+    np.testing.assert_array_equal(model(x).numpy(), first)
+
+    model.train()  # training keeps the paper's fresh random bases on every call
+    a, b = model(x)[0].numpy(), model(x)[0].numpy()
+    model.eval()
+    assert np.abs(a - b).max() > 1e-6
+
+
+def test_segnext_export_with_a_seed_equals_dygraph_eval_with_that_seed(tmp_path):
+    model = tiny_model("segnext")
+    seed_inference(model, 5)
+    save_dir = str(tmp_path / "segnext_seed5")
+    export_model(model, save_dir, output_op="none")
+    x = np.random.default_rng(3).normal(size=(2, 3, 70, 110)).astype("float32")
+    pred = paddle_predictor(save_dir)
+    exported = [run_predictor(pred, x) for _ in range(2)]
+    np.testing.assert_array_equal(exported[0], exported[1])  # the program has no random op left
+    assert_same_function(exported[0], model(paddle.to_tensor(x)).numpy())
