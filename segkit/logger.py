@@ -16,10 +16,15 @@ class _StdoutHandler(logging.StreamHandler):
         pass
 
 
+def line_format() -> logging.Formatter:
+    """The format of every segkit log line, on the console and in ``train.log``."""
+    return logging.Formatter("%(asctime)s [%(levelname)s]\t%(message)s", "%Y-%m-%d %H:%M:%S")
+
+
 logger = logging.getLogger("segkit")
 if not logger.handlers:
     _handler = _StdoutHandler()
-    _handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s]\t%(message)s", "%Y-%m-%d %H:%M:%S"))
+    _handler.setFormatter(line_format())
     logger.addHandler(_handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

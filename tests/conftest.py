@@ -33,3 +33,19 @@ def tiny_opts(scenes_root, iters=4, crop=64, batch_size=2):
 
 
 QUICKSTART = os.path.join(ROOT, "configs", "quickstart", "segformer_b0_scenes.yml")
+
+
+class Interrupted(Exception):
+    """Raised by ``interrupt_at`` in place of a training step."""
+
+
+def interrupt_at(trainer, iteration: int) -> None:
+    """Make ``trainer`` raise ``Interrupted`` when it reaches ``iteration`` (as a crash would)."""
+    original_step = trainer.step
+
+    def step(images, labels, at):
+        if at == iteration:
+            raise Interrupted()
+        return original_step(images, labels, at)
+
+    trainer.step = step

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import paddle
 import pytest
-from conftest import QUICKSTART, tiny_opts
+from conftest import QUICKSTART, Interrupted, interrupt_at, tiny_opts
 
 from segkit.engine.checkpoints import atomic_save_dir
 from segkit.config import load_config
@@ -38,7 +38,8 @@ def test_training_writes_checkpoints_best_model_and_config(scenes_root, tmp_path
                            do_eval=True, save_interval=2, keep_checkpoint_max=1)
     state = trainer.train()
     assert state.iter == 4
-    assert sorted(os.listdir(tmp_path)) == ["best_model", "config.yml", "iter_4", "train_log.jsonl"]  # iter_2 pruned
+    assert sorted(os.listdir(tmp_path)) == ["best_model", "config.yml", "eval_history.jsonl", "iter_4", "train.log",
+                                            "train_log.jsonl"]  # iter_2 pruned
     for name in checkpoints.FILES:
         assert os.path.isfile(tmp_path / "iter_4" / name)
     assert os.path.isfile(tmp_path / "best_model" / "metrics.json")
@@ -46,23 +47,12 @@ def test_training_writes_checkpoints_best_model_and_config(scenes_root, tmp_path
     assert [it for it, _ in logged_losses(tmp_path)] == [1, 2, 3, 4]
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_resume_continues_exactly(scenes_root, tmp_path):
     full = make_trainer(scenes_root, tmp_path / "full", iters=6, save_interval=2)
     full.train()
 
     broken = make_trainer(scenes_root, tmp_path / "broken", iters=6, save_interval=2)
-    original_step = broken.step
-
-    def crash_at_5(images, labels, iteration):
-        if iteration == 5:
-            raise Interrupted()
-        return original_step(images, labels, iteration)
-
-    broken.step = crash_at_5
+    interrupt_at(broken, 5)
     with pytest.raises(Interrupted):
         broken.train()
     assert checkpoints.iteration_folders(str(tmp_path / "broken"))[-1].endswith("iter_4")

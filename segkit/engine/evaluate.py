@@ -4,7 +4,7 @@ import csv
 import json
 import os
 import time
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -14,7 +14,7 @@ from paddle import nn
 from segkit.config import TestConfig
 from segkit.engine.inference import infer_image
 from segkit.engine.loader import GuardedDataset, guarded_loader, raise_on_any_rank
-from segkit.engine.report import WorstImages
+from segkit.engine.report import FirstImages, WorstImages
 from segkit.errors import SegkitError
 from segkit.logger import logger
 from segkit.runtime import worker_init
@@ -68,8 +68,9 @@ def _gather_counts(meter: ConfusionMeter) -> None:
 
 
 def evaluate_sample(model: nn.Layer, sample: dict, meter: ConfusionMeter, test_config: TestConfig,
-                    worst: WorstImages) -> Dict[str, object]:
-    """Predict one sample, add it to ``meter`` and ``worst``, and return its per-image record."""
+                    keepers: Sequence = ()) -> Dict[str, object]:
+    """Predict one sample, add it to ``meter``, offer it to each of ``keepers`` (e.g. ``WorstImages``)
+    and return its per-image record."""
     image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
     image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
     logits = infer_image(model, image, sample.get("trans_info", []), test_config)
@@ -81,7 +82,8 @@ def evaluate_sample(model: nn.Layer, sample: dict, meter: ConfusionMeter, test_c
     label = label[0] if label.ndim == 3 else label
     cm = meter.update(pred, label)
     record = {"image": sample.get("img_path", str(meter.count - 1)), "mIoU": image_miou(cm)}
-    worst.offer(record["mIoU"], record["image"], pred, label)
+    for keeper in keepers:
+        keeper.offer(record["mIoU"], record["image"], pred, label)
     return record
 
 
@@ -92,6 +94,7 @@ def evaluate(
     num_workers: int = 0,
     print_detail: bool = True,
     keep_worst: int = 0,
+    show_images: int = 0,
 ) -> Dict[str, object]:
     """Evaluate ``model`` on ``dataset`` (mode 'val'); returns the metrics plus per-image mIoU.
 
@@ -100,14 +103,16 @@ def evaluate(
     summed, so every image counts exactly once.
 
     With ``keep_worst=k`` the prediction and label of the ``k`` images with the lowest mIoU are
-    kept in ``result['worst']`` (worst first) for the report page (``segkit.engine.report``).
+    kept in ``result['worst']`` (worst first) for the report page (``segkit.engine.report``), and
+    with ``show_images=n`` those of this rank's first ``n`` images in ``result['shown']`` (the
+    fixed images VisualDL shows at every evaluation during training).
     """
     test_config = test_config or TestConfig()
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(dataset.num_classes, dataset.ignore_index)
     per_image: List[Dict[str, object]] = []
-    worst = WorstImages(keep_worst)
+    worst, first = WorstImages(keep_worst), FirstImages(show_images)
     start = time.time()
     if print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, total_iters: {len(dataset)})...")
@@ -115,7 +120,7 @@ def evaluate(
     error = None
     try:
         for sample in track(eval_loader(dataset, num_workers), share, "[EVAL]", "img", enabled=print_detail):
-            per_image.append(evaluate_sample(model, sample, meter, test_config, worst))
+            per_image.append(evaluate_sample(model, sample, meter, test_config, (worst, first)))
             del sample  # not held while the next image is read
     except SegkitError as exc:
         error = exc  # raised below, once every rank knows (no rank waits in _gather_counts)
@@ -129,6 +134,7 @@ def evaluate(
     result["num_images"] = meter.count
     result["per_image"] = per_image
     result["worst"] = worst.worst_first()
+    result["shown"] = first.records
     result["seconds"] = time.time() - start
     if print_detail:
         log_result(result, getattr(dataset, "class_names", None))

@@ -63,6 +63,19 @@ class WorstImages:
         return sorted(records, key=lambda r: r["mIoU"])[: self.k]
 
 
+class FirstImages:
+    """The first ``k`` images offered, with their prediction and label (``WorstImages``' interface)."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.records: List[Dict[str, object]] = []
+
+    def offer(self, miou: float, image: str, pred: np.ndarray, label: np.ndarray) -> None:
+        """Keep this image while fewer than ``k`` are kept."""
+        if len(self.records) < self.k:
+            self.records.append({"image": image, "mIoU": float(miou), "pred": _compact(pred), "label": _compact(label)})
+
+
 def _compact(ids: np.ndarray) -> np.ndarray:
     """Class ids as uint8 when they fit (a quarter of int32's memory), else unchanged."""
     ids = np.asarray(ids)
@@ -156,6 +169,13 @@ def _image_table(per_image: List[Dict[str, object]], shown: Dict[str, tuple]) ->
             f'<tbody>{"".join(rows)}</tbody></table>')
 
 
+def picture_of(record: Dict[str, object], names: Sequence[str], palette: np.ndarray, ignore_index: int = 255,
+               img_channels: int = 3) -> Image.Image:
+    """image | prediction | label with a legend, for an evaluated image (``{'image', 'pred', 'label'}``)."""
+    image = read_image(record["image"], img_channels)
+    return comparison(image, record["pred"], palette, names, record["label"], ignore_index)
+
+
 def _write_pictures(worst: List[Dict[str, object]], save_dir: str, names: Sequence[str], palette: np.ndarray,
                     ignore_index: int, img_channels: int) -> Dict[str, tuple]:
     """Full-size side-by-side PNGs and JPEG thumbnails of the worst images; image -> (full, thumb) paths."""
@@ -163,8 +183,7 @@ def _write_pictures(worst: List[Dict[str, object]], save_dir: str, names: Sequen
     os.makedirs(folder, exist_ok=True)
     shown = {}
     for i, record in enumerate(worst, 1):
-        image = read_image(record["image"], img_channels)
-        picture = comparison(image, record["pred"], palette, names, record["label"], ignore_index)
+        picture = picture_of(record, names, palette, ignore_index, img_channels)
         full, thumb = f"{IMAGE_FOLDER}/worst_{i:03d}.png", f"{IMAGE_FOLDER}/worst_{i:03d}_thumb.jpg"
         picture.save(os.path.join(save_dir, full))
         height = max(1, round(picture.height * THUMB_WIDTH / picture.width))

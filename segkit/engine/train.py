@@ -19,6 +19,7 @@ PaddleSeg. The same holds for the micro-batches of gradient accumulation.
 
 import contextlib
 import math
+import weakref
 from typing import Dict, Iterator, Tuple
 
 import numpy as np
@@ -34,7 +35,7 @@ from segkit.engine.loader import guarded_loader, next_batch
 from segkit.engine.report import write_html_report
 from segkit.engine.precision import Precision, gradients_finite
 from segkit.engine.sampler import SeededDataset, TrainSampler
-from segkit.engine.train_logger import TrainLogger
+from segkit.engine.train_logger import VDL_IMAGES, ConsoleCapture, TrainLogger, hyper_parameters
 from segkit.engine.train_state import TrainOptions, TrainState
 from segkit.errors import ConfigError, TrainingError
 from segkit.logger import logger
@@ -106,6 +107,20 @@ class Trainer:
         self.cfg = cfg
         self.opts = options.check()
         self.rank, self.world = init_distributed()
+        # What the console shows from here on goes to train.log too, once it opens (in train()).
+        self.console = ConsoleCapture() if self.rank == 0 else None
+        if self.console:
+            weakref.finalize(self, self.console.detach)  # a trainer that never trains stops capturing too
+        try:
+            self.setup()
+        except BaseException:
+            if self.console:
+                self.console.detach()
+            raise
+
+    def setup(self) -> None:
+        """Model, data, optimization, the resumed state and the run's reports."""
+        cfg, options = self.cfg, self.opts
         self.precision = Precision(options.precision, options.amp_level)
         paddle.seed(options.seed)
         np.random.seed(options.seed)
@@ -122,7 +137,8 @@ class Trainer:
             self.state = self.checkpoints.restore(self.resume_from, self.trainables())
         global_batch = cfg.batch_size * self.world * options.accumulate_steps
         self.log = TrainLogger(options.save_dir, self.rank == 0, cfg.iters, options.log_iters, global_batch,
-                               len(self.train_set) // global_batch, options.use_vdl)
+                               len(self.train_set) // global_batch, options.use_vdl, self.console,
+                               hyper_parameters(cfg, options, global_batch))
 
     def build_model(self) -> None:
         """The model (first, so that its initial weights depend on the seed alone)."""
@@ -157,7 +173,7 @@ class Trainer:
         self.checkpoints.prepare(self.cfg)
         self.model.train()
         batches = self.loader(self.state.iter)
-        self.log.open(self.state.iter)
+        self.log.open(self.state.iter, self.state.train_log_bytes)
         try:
             for iteration in range(self.state.iter + 1, self.cfg.iters + 1):
                 self.run_iteration(iteration, batches)
@@ -263,14 +279,16 @@ class Trainer:
         """
         result = self.evaluate(iteration) if self.val_set is not None else None
         improved = result is not None and self.state.record_evaluation(result["mIoU"], iteration)
+        if result is not None:
+            self.log.best(self.state.best_miou, self.state.best_iter)
+        # Everything logged for this iteration is in train.log now; a resume from it cuts there.
+        self.state.train_log_bytes = self.log.train_log_bytes()
         parts = self.trainables()
         self.checkpoints.save_iteration(iteration, parts, self.state)
         if improved:
             best = self.checkpoints.save_best(parts, self.state)
             if self.rank == 0:
                 self.write_reports(result, best, iteration)
-        if result is not None:
-            self.log.best(self.state.best_miou, self.state.best_iter)
 
     def evaluate(self, iteration: int) -> Dict:
         """Evaluate on the validation set (with the EMA weights when kept); returns the metrics."""
@@ -280,9 +298,10 @@ class Trainer:
         weights = self.ema.applied(self.model) if self.ema else contextlib.nullcontext()
         with weights, self.precision.autocast():
             result = evaluate(self.model, self.val_set, self.cfg.test_config(), self.opts.num_workers,
-                              print_detail=self.rank == 0, keep_worst=REPORT_IMAGES)
+                              print_detail=self.rank == 0, keep_worst=REPORT_IMAGES,
+                              show_images=VDL_IMAGES if self.opts.use_vdl else 0)
         self.model.train()
-        self.log.evaluation(iteration, result)
+        self.log.evaluation(iteration, result, self.val_set)
         return result
 
     def write_reports(self, result: Dict, folder: str, iteration: int) -> None:

@@ -52,12 +52,15 @@ class TrainState:
         best_miou: the best validation mIoU so far (-1 before the first evaluation).
         best_iter: the iteration that reached ``best_miou`` (-1 before the first evaluation).
         skipped_steps: fp16 steps skipped because the loss or the gradients were not finite.
+        train_log_bytes: the size of ``train.log`` when the checkpoint was saved (-1: unknown), so
+            a resume cuts the lines of later iterations.
     """
 
     iter: int = 0
     best_miou: float = -1.0
     best_iter: int = -1
     skipped_steps: int = 0
+    train_log_bytes: int = -1
 
     def to_dict(self) -> Dict[str, object]:
         """The fields by name, as ``train_state.pdstates`` stores them."""
