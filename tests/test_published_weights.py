@@ -201,8 +201,11 @@ def test_missing_or_extra_tensor_is_refused_naming_it(case, cases):
 
 def test_mmseg_segformer_checkpoint_needs_the_mmseg_head(cases):
     weights, _, _ = cases("mmseg_segformer_b0")
-    with pytest.raises(CheckpointError, match=r"head\.level_bn\.0\.weight"):
+    with pytest.raises(CheckpointError, match=r"has mmseg 1\.x's SegformerHead .* --opts model\.mmseg_head=true"):
         load_weights(MODELS.get("segformer_b0")(num_classes=CLASSES), weights, source="mmseg.pth")
+    nvlabs, _, _ = cases("nvlabs_segformer_b0")
+    with pytest.raises(CheckpointError, match=r"has the paper's decoder .* mmseg_head: false"):
+        load_weights(MODELS.get("segformer_b0")(num_classes=CLASSES, mmseg_head=True), nvlabs, source="nvlabs.pth")
     # the shipped config with the one override the README gives
     opts = ["model.mmseg_head=true", "model.backbone.pretrained=null", f"model.num_classes={CLASSES}"]
     model = load_config(os.path.join(ROOT, "configs", "segformer", "segformer_b0_ade20k_512x512_160k.yml"), opts)

@@ -181,9 +181,9 @@ def test_remap_keys_on_tiny_dicts():
         "head.classifier.bias",
         "something.else",
     }
-    remapped = sf.SegFormer.remap_checkpoint_keys(dict(upstream))
+    remapped = sf.convert_segformer_checkpoint(dict(upstream))
     assert set(remapped) == expected
-    assert sf.SegFormer.remap_checkpoint_keys(dict(remapped)).keys() == remapped.keys()
+    assert sf.convert_segformer_checkpoint(dict(remapped)).keys() == remapped.keys()
     assert remapped["head.embed.3.weight"] is one
 
     backbone_only = sf.MixVisionTransformer.remap_checkpoint_keys(
@@ -195,7 +195,7 @@ def test_remap_keys_on_tiny_dicts():
 def test_segkit_state_dict_round_trips_through_the_remap():
     model = sf.segformer_b0(num_classes=3)
     names = list(model.state_dict())
-    assert list(sf.SegFormer.remap_checkpoint_keys({k: 0 for k in names})) == names
+    assert list(sf.convert_segformer_checkpoint({k: 0 for k in names})) == names
     backbone_names = list(model.backbone.state_dict())
     assert list(sf.MixVisionTransformer.remap_checkpoint_keys({k: 0 for k in backbone_names})) == backbone_names
 
@@ -290,7 +290,7 @@ def test_layer_norm_epsilons_match_paddleseg_layer_by_layer():
     compared = 0
     for name, layer in ref.named_sublayers():
         if isinstance(layer, paddle.nn.LayerNorm):
-            twin = sf.SegFormer.remap_checkpoint_keys({name + ".weight": None})
+            twin = sf.convert_segformer_checkpoint({name + ".weight": None})
             twin_name = next(iter(twin))[: -len(".weight")]
             assert isinstance(ours[twin_name], paddle.nn.LayerNorm), twin_name
             assert ours[twin_name]._epsilon == layer._epsilon, (name, twin_name)

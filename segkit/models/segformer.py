@@ -36,7 +36,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from segkit.errors import ConfigError
+from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import SegModel, load_pretrained
 from segkit.models.layers import DropPath
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
@@ -486,10 +486,24 @@ class SegFormer(SegModel):
         logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
         return self.outputs([logits])
 
-    @staticmethod
-    def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """Any published SegFormer checkpoint -> segkit's names; see ``convert_segformer_checkpoint``."""
-        return convert_segformer_checkpoint(state, prefix="backbone.")
+    def remap_checkpoint_keys(self, state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Any published SegFormer checkpoint -> segkit's names; see ``convert_segformer_checkpoint``.
+
+        Raises:
+            CheckpointError: the checkpoint's head and this model's differ in kind (mmseg 1.x's
+                per-level BatchNorm or the paper's plain linears), with the setting that fixes it.
+        """
+        state = convert_segformer_checkpoint(state, prefix="backbone.")
+        has_level_bn = any(k.startswith("head.level_bn.") for k in state)
+        if any(k.startswith("head.embed.") for k in state) and has_level_bn != self.head.level_norm:
+            heads = ("the paper's decoder (a linear per level)", "mmseg 1.x's SegformerHead (conv, BatchNorm, ReLU per level)")
+            value = str(has_level_bn).lower()
+            raise CheckpointError(
+                f"the checkpoint has {heads[has_level_bn]} but the model {heads[not has_level_bn]}: build the model "
+                f"with mmseg_head: {value} (in the config's model section, --opts model.mmseg_head={value}, or "
+                f"tools/convert_weights.py --model_args mmseg_head={value})."
+            )
+        return state
 
 
 # ----------------------------------------------------------------------------------------------
