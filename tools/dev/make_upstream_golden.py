@@ -176,7 +176,7 @@ def mmseg_segnext(cases, variant, seed, image):
         dropout_ratio=0.1, norm_cfg=dict(type="GN", num_groups=32, requires_grad=True), align_corners=False,
         ham_kwargs=dict(MD_S=1, MD_R=rank, train_steps=6, eval_steps=7, inv_t=100, rand_init=True))
     spec, weights = fill(model, seed)
-    # segkit's fixed eval bases for seed 0 (``NMF.seed_eval_bases``): NumPy's float32 uniform draw.
+    # segkit's fixed eval bases for its DEFAULT_EVAL_SEED 0 (``NMF.seed_eval_bases``): NumPy's float32 uniform draw.
     bases = np.random.default_rng(NMF_SEED).random((1, width, rank), dtype=np.float32)
     ham_head.NMF2D._build_bases = lambda self, B, S, D, R, device=None: F.normalize(torch.from_numpy(bases), dim=1)
     model.eval()
