@@ -12,7 +12,7 @@ import paddle.distributed as dist
 from paddle import nn
 
 from segkit.config import TestConfig
-from segkit.engine.inference import infer_image
+from segkit.engine.inference import predict_classes
 from segkit.engine.loader import GuardedDataset, guarded_loader, raise_on_any_rank
 from segkit.engine.report import FirstImages, WorstImages
 from segkit.errors import SegkitError
@@ -73,11 +73,8 @@ def evaluate_sample(model: nn.Layer, sample: dict, meter: ConfusionMeter, test_c
     and return its per-image record."""
     image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
     image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
-    logits = infer_image(model, image, sample.get("trans_info", []), test_config)
-    pred = paddle.argmax(logits, axis=1)[0].numpy()
-    # Drop this image's full-resolution logits now, not when the next image's replace them,
-    # so the next forward pass never runs while they are still held.
-    del image, logits
+    pred = predict_classes(model, image, sample.get("trans_info", []), test_config)
+    del image
     label = np.asarray(sample["label"])
     label = label[0] if label.ndim == 3 else label
     cm = meter.update(pred, label)
@@ -99,7 +96,8 @@ def evaluate(
     """Evaluate ``model`` on ``dataset`` (mode 'val'); returns the metrics plus per-image mIoU.
 
     Images are processed one at a time; logits are mapped back to each image's original size
-    before the argmax, and compared with the original label. Across ranks the confusion matrices are
+    before the argmax (only the classes that can win are resized, with the same result; see
+    ``predict_classes``), and compared with the original label. Across ranks the confusion matrices are
     summed, so every image counts exactly once.
 
     With ``keep_worst=k`` the prediction and label of the ``k`` images with the lowest mIoU are

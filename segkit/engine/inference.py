@@ -14,7 +14,10 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.config import TestConfig
+from segkit.engine.class_map import exact_class_map, resize_stage
+from segkit.models.base import head_resolution
 from segkit.transforms import reverse_transform
+from segkit.transforms.compose import reverse_stages
 
 
 def _main_logits(model: nn.Layer, x: paddle.Tensor) -> paddle.Tensor:
@@ -152,3 +155,36 @@ def infer_image(model: nn.Layer, image: paddle.Tensor, trans_info: Sequence, cfg
     """
     logits = aug_inference(model, image, cfg) if cfg.aug_eval else _single(model, image, cfg)
     return reverse_transform(logits, trans_info, mode="bilinear")
+
+
+@paddle.no_grad()
+def predict_classes(model: nn.Layer, image: paddle.Tensor, trans_info: Sequence, cfg: TestConfig) -> np.ndarray:
+    """The class map of one transformed image at its original size: ``argmax`` of ``infer_image``.
+
+    Bit-equal to ``paddle.argmax(infer_image(...), axis=1)[0]``, but only the classes that can win
+    somewhere are resized to full resolution (``segkit.engine.class_map``). Whole-image inference
+    takes the logits at the head's resolution, so the model's own final resize is included;
+    sliding and multi-scale inference accumulate at the input size as ``infer_image`` does and
+    save on the resize back to the original size.
+
+    Returns:
+        [H, W] int64 class ids.
+    """
+    if cfg.aug_eval or cfg.is_slide:
+        logits = aug_inference(model, image, cfg) if cfg.aug_eval else _single(model, image, cfg)
+        finish = lambda t: reverse_transform(t, trans_info, mode="bilinear")  # noqa: E731
+        return exact_class_map(logits, finish, reverse_stages(trans_info, logits.shape[-2:]))
+    with head_resolution(model):
+        logits = _main_logits(model, image)
+    size = image.shape[-2:]
+    if logits.shape[-2:] == size:  # no final resize in the model (or a model outside the contract)
+        logits = _float32(logits)
+        finish = lambda t: reverse_transform(t, trans_info, mode="bilinear")  # noqa: E731
+        return exact_class_map(logits, finish, reverse_stages(trans_info, size))
+    align = model.output_align_corners
+
+    def finish(t: paddle.Tensor) -> paddle.Tensor:  # the model's final resize, then the reverse transforms
+        t = _float32(F.interpolate(t, size=size, mode="bilinear", align_corners=align))
+        return reverse_transform(t, trans_info, mode="bilinear")
+
+    return exact_class_map(logits, finish, resize_stage(size) + reverse_stages(trans_info, size))

@@ -11,7 +11,7 @@ import paddle
 from paddle import nn
 
 from segkit.config import TestConfig
-from segkit.engine.inference import infer_image
+from segkit.engine.inference import predict_classes
 from segkit.errors import DatasetError
 from segkit.logger import logger
 from segkit.progress import track
@@ -148,10 +148,10 @@ def predict_images(model: nn.Layer, transforms: Compose, image_paths: Sequence[s
     model.eval()
     for path in image_paths:
         data = transforms({"img": path, "trans_info": []})
-        logits = infer_image(model, paddle.to_tensor(data["img"][None]), data["trans_info"], test_config)
-        pred = paddle.argmax(logits, axis=1)[0].numpy().astype(np.uint8)
-        num_classes = logits.shape[1]
-        del logits, data  # the full-resolution logits of one image at a time
+        pred = predict_classes(model, paddle.to_tensor(data["img"][None]), data["trans_info"], test_config)
+        del data
+        num_classes = getattr(model, "num_classes", None) or int(pred.max()) + 1
+        pred = pred.astype(np.uint8)
         yield Prediction(path, pred, num_classes)
 
 

@@ -5,13 +5,17 @@
   widths from it rather than from a second copy in YAML.
 * A segmentation model is a ``SegModel``. In training mode ``forward(x)`` returns the list of
   logits (main first, auxiliaries after), ``num_outputs`` long; in eval mode it returns the main
-  logits alone. Logits are resized to the input's height and width (bilinear, align_corners False).
+  logits alone. Logits are resized to the input's height and width by ``resize_output``
+  (bilinear, ``output_align_corners``); inside ``head_resolution(model)`` an eval forward returns
+  them at the head's resolution instead, so that ``segkit.engine.inference`` can take the class
+  map without upsampling every class (the same resize, applied later to fewer channels).
 * A model whose upstream checkpoints use other key names provides ``remap_checkpoint_keys``, a
   pure function from the upstream state dict to segkit's; ``segkit.weights.load_weights``
   applies it.
 """
 
-from typing import Dict, List, Optional
+import contextlib
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -30,15 +34,44 @@ class SegModel(nn.Layer):
 
     num_outputs: int = 1
     num_classes: int
+    output_align_corners: bool = False
+    _head_resolution: bool = False
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Translate an upstream checkpoint's keys to this model's; identity by default."""
         return state
 
+    def resize_output(self, logits: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
+        """Resize head logits to the input ``size`` (H, W): the last op of every forward.
+
+        Skipped in eval inside ``head_resolution(model)``, where the caller applies the same
+        resize (``bilinear``, ``output_align_corners``) itself.
+        """
+        if self._head_resolution and not self.training:
+            return logits
+        return nn.functional.interpolate(logits, size=size, mode="bilinear",
+                                         align_corners=self.output_align_corners)
+
     def outputs(self, logits: List[paddle.Tensor]):
         """Return ``logits`` in training and only the main logits in eval (the forward contract)."""
         return logits if self.training else logits[0]
+
+
+@contextlib.contextmanager
+def head_resolution(model: nn.Layer) -> Iterator[bool]:
+    """Within the block an eval forward of a ``SegModel`` returns logits at the head's resolution.
+
+    Yields whether ``model`` supports it (a ``SegModel``); other layers are left as they are.
+    """
+    if not isinstance(model, SegModel):
+        yield False
+        return
+    model._head_resolution = True
+    try:
+        yield True
+    finally:
+        model._head_resolution = False
 
 
 def load_pretrained(
@@ -59,11 +92,6 @@ def load_pretrained(
         allow_unexpected=allow_unexpected,
         allow_shape_mismatch=allow_shape_mismatch,
     )
-
-
-def resize_to(logits: paddle.Tensor, size) -> paddle.Tensor:
-    """Bilinear resize of NCHW ``logits`` to ``size`` (H, W), align_corners False."""
-    return nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
 def seed_inference(model: nn.Layer, seed: int) -> None:

@@ -34,7 +34,7 @@ from paddle.nn import functional as F
 
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import ConfigError
-from segkit.models.base import SegModel, resize_to
+from segkit.models.base import SegModel
 from segkit.models.layers import AdaptiveMaxPool2D, DropPath
 from segkit.registry import MODELS
 
@@ -490,7 +490,7 @@ class RTFormer(SegModel):
         if self.training and self.aux_head is not None:
             logits.append(self.aux_head(high))
         size = spatial_size(x)
-        return self.outputs([resize_to(logit, size) for logit in logits])
+        return self.outputs([self.resize_output(logit, size) for logit in logits])
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:

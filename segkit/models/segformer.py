@@ -470,6 +470,7 @@ class SegFormer(SegModel):
             )
         self.num_classes = num_classes
         self.align_corners = align_corners
+        self.output_align_corners = align_corners
         self.backbone = backbone
         self.head = AllMLPHead(
             backbone.out_channels, embedding_dim, num_classes, dropout=dropout,
@@ -483,8 +484,7 @@ class SegFormer(SegModel):
 
     def forward(self, x: paddle.Tensor):
         logits = self.head(self.backbone(x))
-        logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=self.align_corners)
-        return self.outputs([logits])
+        return self.outputs([self.resize_output(logits, x.shape[2:])])
 
     def remap_checkpoint_keys(self, state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         """Any published SegFormer checkpoint -> segkit's names; see ``convert_segformer_checkpoint``.

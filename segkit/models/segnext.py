@@ -42,7 +42,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.models.base import SegModel, load_pretrained, resize_to
+from segkit.models.base import SegModel, load_pretrained
 from segkit.models.layers import drop_path
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS, did_you_mean
@@ -564,6 +564,7 @@ class SegNeXt(SegModel):
         self.backbone = backbone
         self.backbone_indices = list(backbone_indices)
         self.head = LightHamHead([backbone.out_channels[i] for i in self.backbone_indices], num_classes, **decoder_cfg)
+        self.output_align_corners = self.head.align_corners
         load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
 
     @staticmethod
@@ -574,11 +575,7 @@ class SegNeXt(SegModel):
     def forward(self, x: paddle.Tensor):
         feats = self.backbone(x)
         logits = self.head([feats[i] for i in self.backbone_indices])
-        if self.head.align_corners:
-            logits = F.interpolate(logits, size=x.shape[2:], mode="bilinear", align_corners=True)
-        else:
-            logits = resize_to(logits, x.shape[2:])
-        return self.outputs([logits])
+        return self.outputs([self.resize_output(logits, x.shape[2:])])
 
 
 # ----------------------------------------------------------------------------- checkpoint keys

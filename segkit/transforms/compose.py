@@ -119,6 +119,21 @@ def _size_of(item: Any) -> Tuple[int, int]:
     return scalar(h), scalar(w)
 
 
+def reverse_stages(trans_info: Sequence, size: Tuple[int, int]) -> List[Tuple[str, Tuple[int, int]]]:
+    """The ops ``reverse_transform`` applies to a prediction of spatial ``size``, newest record
+    first, each with the size it produces; resizes to the size already held are left out, as
+    ``reverse_transform`` skips them."""
+    stages = []
+    for item in reversed(list(trans_info)):
+        name = _op_name(item)
+        h, w = _size_of(item)
+        if name == "resize" and (h, w) == tuple(size):
+            continue
+        size = (h, w) if name == "resize" else (min(h, size[0]), min(w, size[1]))
+        stages.append((name, size))
+    return stages
+
+
 def reverse_transform(pred, trans_info: Sequence, mode: str = "bilinear"):
     """Undo recorded resizes and paddings on a prediction, newest first.
 
