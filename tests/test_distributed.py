@@ -125,8 +125,11 @@ def test_distributed_evaluation_counts_every_image_once(runs):
 def test_only_rank_zero_logs_and_saves(runs):
     assert "[TRAIN]" in runs["logs"][0] and "[EVAL]" in runs["logs"][0]
     assert "[TRAIN]" not in runs["logs"][1] and "[EVAL]" not in runs["logs"][1]
-    assert sorted(os.listdir(runs["two"])) == ["best_model", "config.yml", "iter_2", "iter_4", "rank0.pdparams",
-                                               "rank1.pdparams", "train_log.jsonl"]
+    assert sorted(os.listdir(runs["two"])) == ["best_model", "config.yml", "eval_history.jsonl", "iter_2", "iter_4",
+                                               "rank0.pdparams", "rank1.pdparams", "train.log", "train_log.jsonl"]
+    with open(os.path.join(runs["two"], "train.log")) as f:
+        console = f.read().splitlines()  # rank 0's console; rank 1's lines stay in its launcher log
+    assert any("[TRAIN]" in line for line in console) and all(line in runs["logs"][0] for line in console)
 
 
 def test_sync_bn_conversion():
