@@ -1,6 +1,7 @@
 """What training leaves to read: train.log (the console), eval_history.jsonl and VisualDL records,
 each cut back to the resumed iteration after an interruption."""
 
+import contextlib
 import io
 import json
 import os
@@ -44,21 +45,32 @@ def train_iterations(text_lines):
     return [int(m.group(1)) for m in (re.search(r"\[TRAIN\] epoch: \d+, iter: (\d+)/", s) for s in text_lines) if m]
 
 
-def test_logs_hold_the_console_and_survive_an_interruption(scenes_root, val4, tmp_path, capsys):
-    full_dir, broken_dir = tmp_path / "full", tmp_path / "broken"
-    capsys.readouterr()
-    make_trainer(scenes_root, val4, full_dir).train()
-    console = [s for s in capsys.readouterr().out.splitlines() if s.strip()]
-    full_log = lines(full_dir / "train.log")
-    assert full_log == console  # everything the console showed, including evaluation progress
+@pytest.fixture(scope="module")
+def full_run(scenes_root, val4, tmp_path_factory):
+    """An uninterrupted 6-iteration run with VisualDL, and what its console showed."""
+    save_dir = tmp_path_factory.mktemp("full")
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        make_trainer(scenes_root, val4, save_dir, use_vdl=True).train()
+    history = [json.loads(s) for s in lines(save_dir / "eval_history.jsonl")]
+    return {"dir": save_dir, "console": [s for s in console.getvalue().splitlines() if s.strip()], "history": history}
+
+
+def test_train_log_holds_the_console_and_eval_history_every_evaluation(full_run):
+    full_log = lines(full_run["dir"] / "train.log")
+    assert full_log == full_run["console"]  # everything the console showed, including evaluation progress
     assert train_iterations(full_log) == [1, 2, 3, 4, 5, 6] and sum("[EVAL] #Images: 4" in s for s in full_log) == 3
     assert any("[EVAL] 4/4 img in" in s for s in full_log)
-    history = [json.loads(s) for s in lines(full_dir / "eval_history.jsonl")]
+    history = full_run["history"]
     assert [r["iter"] for r in history] == [2, 4, 6]
     assert history[0]["class_names"] == NAMES and len(history[0]["class_iou"]) == 6
     assert np.mean(history[2]["class_iou"]) == pytest.approx(history[2]["mIoU"])
     assert {"mIoU", "Acc", "Kappa", "Dice", "seconds", "time", "num_images"} <= set(history[0])
 
+
+def test_logs_are_cut_back_to_the_resumed_iteration(scenes_root, val4, full_run, tmp_path):
+    broken_dir = tmp_path / "broken"
+    full_log, history = lines(full_run["dir"] / "train.log"), full_run["history"]
     # Interrupted at iteration 5 (after iter_4 was saved), with a line and a record half written.
     broken = make_trainer(scenes_root, val4, broken_dir)
     interrupt_at(broken, 5)
@@ -94,10 +106,9 @@ def read_vdl(folder):
     return LogReader(file_path=os.path.join(folder, files[0]))
 
 
-def test_visualdl_gets_metrics_per_class_iou_images_and_hyper_parameters(scenes_root, val4, tmp_path):
-    make_trainer(scenes_root, val4, tmp_path, use_vdl=True).train()
-    history = [json.loads(s) for s in lines(tmp_path / "eval_history.jsonl")]
-    reader = read_vdl(tmp_path / "vdl")
+def test_visualdl_gets_metrics_per_class_iou_images_and_hyper_parameters(full_run):
+    history = full_run["history"]
+    reader = read_vdl(full_run["dir"] / "vdl")
     tags = reader.get_tags()
 
     def scalar(tag):
