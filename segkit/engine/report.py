@@ -185,7 +185,7 @@ def _write_pictures(worst: List[Dict[str, object]], save_dir: str, names: Sequen
     for i, record in enumerate(worst, 1):
         picture = picture_of(record, names, palette, ignore_index, img_channels)
         full, thumb = f"{IMAGE_FOLDER}/worst_{i:03d}.png", f"{IMAGE_FOLDER}/worst_{i:03d}_thumb.jpg"
-        picture.save(os.path.join(save_dir, full))
+        picture.save(os.path.join(save_dir, full), compress_level=1)  # 2.5x faster than the default, 20 % larger
         height = max(1, round(picture.height * THUMB_WIDTH / picture.width))
         picture.resize((THUMB_WIDTH, height), Image.LANCZOS).save(os.path.join(save_dir, thumb), quality=88)
         shown[record["image"]] = (full, thumb)
