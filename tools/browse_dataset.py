@@ -17,6 +17,7 @@ from segkit.progress import track
 
 
 def main(argv=None):
+    """Parse the flags and draw the samples."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser)
     parser.add_argument("--split", choices=("train", "val"), default="train", help="train_dataset or val_dataset")

@@ -28,6 +28,7 @@ RECIPE = os.path.join(ROOT, "configs", "quickstart", "segformer_b0_scenes.yml")
 
 
 def main(argv=None) -> None:
+    """Parse the flags, convert the annotations and write the training config."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("input_dir", help="folder with LabelMe .json files (searched recursively)")
