@@ -8,7 +8,6 @@ final weights to ``save_dir/rank<R>.pdparams``, so a test can compare the ranks.
 
 import os
 import sys
-from typing import Optional
 
 import paddle
 import paddle.nn.functional as F
@@ -27,7 +26,7 @@ class TinySegNet(SegModel):
     """Two convolutions and a 1x1 classifier: no batch statistics and no randomness, so
     data-parallel and accumulated runs can be compared with a single large batch."""
 
-    def __init__(self, num_classes: int, pretrained: Optional[str] = None):
+    def __init__(self, num_classes: int):
         super().__init__()
         self.num_classes = num_classes
         self.backbone = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.ReLU(),

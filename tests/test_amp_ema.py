@@ -4,13 +4,13 @@ The runs use TinySegNet (tests/dist_worker.py: no BatchNorm, no randomness) on 6
 small generated copy of the embedded scenes.
 """
 
-import json
 import os
 
 import numpy as np
 import paddle
 import pytest
 from dist_worker import TinySegNet, write_tiny_config
+from helpers import train_log
 
 from segkit.config import load_config
 from segkit.engine import checkpoints
@@ -62,11 +62,6 @@ def weights(model_or_path):
     return {k: np.array(v.numpy(), dtype="float64") for k, v in state.items()}
 
 
-def loss_log(save_dir):
-    with open(os.path.join(save_dir, "train_log.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
 def nan_at(trainer, iterations):
     """Make the loss NaN at the given iterations (one loss call per iteration here)."""
     real, calls = trainer.loss, {"n": 0}
@@ -87,8 +82,8 @@ def test_accumulation_matches_the_larger_batch(root, tmp_path):
     a, b = weights(accumulated.model), weights(large.model)
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-6, err_msg=key)
-    np.testing.assert_allclose([r["loss"] for r in loss_log(tmp_path / "acc")],
-                               [r["loss"] for r in loss_log(tmp_path / "large")], rtol=1e-6)
+    np.testing.assert_allclose([r["loss"] for r in train_log(tmp_path / "acc")],
+                               [r["loss"] for r in train_log(tmp_path / "large")], rtol=1e-6)
 
 
 def test_global_norm_clipping_bounds_the_update(root, tmp_path):
@@ -114,7 +109,7 @@ def test_fp16_non_finite_step_is_skipped_and_counted(root, tmp_path, capsys):
     for key in w1:
         np.testing.assert_array_equal(w2[key], w1[key], err_msg=key)  # the NaN step changed nothing
     assert any(np.abs(w3[k] - w2[k]).max() > 0 for k in w3)  # and training went on
-    log = loss_log(tmp_path / "run")
+    log = train_log(tmp_path / "run")
     assert [r["skipped_steps"] for r in log] == [0, 1, 1] and np.isnan(log[1]["loss"])
 
 

@@ -110,3 +110,31 @@ def test_named_differences_are_allowed(saved):
     report = load_weights(other, state, allow_shape_mismatch=("2",), allow_missing=("2",))
     assert sorted(report.skipped) == ["2.bias", "2.weight"]
     np.testing.assert_array_equal(other.state_dict()["0.weight"].numpy(), state["0.weight"])
+
+
+def tiny_segformer(pretrained=None, backbone_pretrained=None):
+    """A SegFormer-B0 model section, with weights entries as a PaddleSeg config writes them."""
+    backbone = {"type": "MixVisionTransformer_B0", "pretrained": backbone_pretrained}
+    return {"model": {"type": "SegFormer", "num_classes": 3, "embedding_dim": 32, "backbone": backbone,
+                      "pretrained": pretrained}}
+
+
+def test_config_weights_apply_after_the_pure_build_backbone_first(tmp_path):
+    from segkit.config import Config
+    from segkit.weights import WeightsSpec
+
+    paddle.seed(1)
+    whole, other = Config(tiny_segformer()).build_model(), Config(tiny_segformer()).build_model()
+    whole_path, backbone_path = str(tmp_path / "whole.pdparams"), str(tmp_path / "backbone.pdparams")
+    paddle.save(whole.state_dict(), whole_path)
+    paddle.save(other.backbone.state_dict(), backbone_path)
+
+    both = Config(tiny_segformer(whole_path, backbone_path))
+    assert both.weights() == [WeightsSpec(backbone_path, "backbone", True), WeightsSpec(whole_path, "", True)]
+    check_same({k: v.numpy() for k, v in both.build_model().state_dict().items()}, whole)  # the model's win
+    only_backbone = Config(tiny_segformer(backbone_pretrained=backbone_path)).build_model()
+    check_same({k: v.numpy() for k, v in only_backbone.backbone.state_dict().items()}, other.backbone)
+    # building reads no file: the weights are applied only when asked for
+    Config(tiny_segformer(str(tmp_path / "absent.pdparams"))).build_model(pretrained=False)
+    with pytest.raises(CheckpointError, match="absent.pdparams"):
+        Config(tiny_segformer(str(tmp_path / "absent.pdparams"))).build_model()

@@ -8,6 +8,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
+from helpers import with_pretrained
 import segkit.models  # noqa: F401  (registers everything)
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
@@ -76,7 +77,7 @@ def test_b1_matches_official_outputs_via_pretrained_and_the_convert_tool(golden,
     # An official state dict saved as a Paddle file: `pretrained` converts it on the fly.
     official = str(tmp_path / "official_names.pdparams")
     paddle.save(weights, official)
-    assert_matches_golden(hrvit.HRViT_b1(pretrained=official), data)
+    assert_matches_golden(with_pretrained(hrvit.HRViT_b1(), official), data)
     # The CLI converts an .npz once; the result holds segkit's own names and loads unchanged.
     official_npz = str(tmp_path / "official_names.npz")
     np.savez(official_npz, **weights)
@@ -85,7 +86,7 @@ def test_b1_matches_official_outputs_via_pretrained_and_the_convert_tool(golden,
     assert convert_weights.main(argv) == 0
     saved = paddle.load(converted, return_numpy=True)
     assert set(saved) == set(hrvit.HRViT_b1().state_dict())
-    assert_matches_golden(hrvit.HRViT_b1(pretrained=converted), data)
+    assert_matches_golden(with_pretrained(hrvit.HRViT_b1(), converted), data)
 
 
 def test_converter_layouts_names_and_purity(golden):
@@ -174,9 +175,9 @@ def test_mmseg_segmentation_checkpoint_loads_into_model_and_backbone(golden, tmp
     # The same file as a backbone's `pretrained`: its head keys are ignored, the backbone matches.
     path = str(tmp_path / "mmseg_seg.pdparams")
     paddle.save(state, path)
-    assert_matches_golden(hrvit.HRViT_b1(pretrained=path), data)
+    assert_matches_golden(with_pretrained(hrvit.HRViT_b1(), path), data)
     # As a model's `pretrained` for another number of classes: only the classifier is left out.
-    other = hrvit.hrvit_b1(num_classes=19, pretrained=path)
+    other = with_pretrained(hrvit.hrvit_b1(num_classes=19), path)
     np.testing.assert_array_equal(
         other.head.embed[0].weight.numpy(), state["module.decode_head.convs.0.conv.weight"][:, :, 0, 0].T
     )

@@ -22,9 +22,10 @@ from segkit.models.segformer import convert_segformer_checkpoint, detect_segform
 from segkit.models.segnext import detect_segnext_format
 from segkit.models.segnext import remap_checkpoint_keys as convert_segnext_checkpoint
 from segkit.registry import BACKBONES, MODELS
-from segkit.weights import load_model_file, load_weights, read_state_dict
+from segkit.weights import WeightsSpec, apply_weights, load_weights, read_state_dict
 
 import convert_weights  # tools/convert_weights.py
+from helpers import with_pretrained
 from torch_files import save_torch_state_dict
 from upstream_golden import load_case
 
@@ -87,7 +88,7 @@ def test_segformer_checkpoint_gives_upstream_logits(case, cases, tmp_path):
     name, kwargs, fmt = SEGFORMER_CASES[case]
     assert detect_segformer_format(weights) == fmt
     path = write_upstream_file(tmp_path, case, weights)
-    model = MODELS.get(name)(num_classes=CLASSES, pretrained=path, **kwargs)
+    model = with_pretrained(MODELS.get(name)(num_classes=CLASSES, **kwargs), path)
     assert_close(eval_logits(model, data["input"]), data["logits"], case)
 
 
@@ -104,7 +105,7 @@ def test_mit_backbone_from_imagenet_style_file_gives_upstream_features(case, cas
             backbone["head.weight"] = np.zeros((10, 256), "float32")
     path = str(tmp_path / "imagenet.pth")
     save_torch_state_dict(path, backbone)
-    model = BACKBONES.get("MixVisionTransformer_B0")(pretrained=path)
+    model = with_pretrained(BACKBONES.get("MixVisionTransformer_B0")(), path)
     model.eval()
     with paddle.no_grad():
         feats = model(paddle.to_tensor(data["input"]))
@@ -117,7 +118,7 @@ def test_segnext_checkpoint_gives_upstream_logits(case, cases, tmp_path):
     """segkit's fixed eval bases (seed DEFAULT_EVAL_SEED) are the draw the upstream NMF was given."""
     weights, data, _ = cases(case)
     assert detect_segnext_format(weights) == "official"
-    model = MODELS.get(SEGNEXT_CASES[case])(num_classes=CLASSES, pretrained=write_upstream_file(tmp_path, case, weights))
+    model = with_pretrained(MODELS.get(SEGNEXT_CASES[case])(num_classes=CLASSES), write_upstream_file(tmp_path, case, weights))
     bases = data["bases"] / np.linalg.norm(data["bases"], axis=1, keepdims=True)
     np.testing.assert_allclose(model.head.ham.nmf.eval_bases.numpy(), bases, rtol=0, atol=1e-7)
     assert_close(eval_logits(model, data["input"]), data["logits"], case)
@@ -125,12 +126,12 @@ def test_segnext_checkpoint_gives_upstream_logits(case, cases, tmp_path):
 
 def test_mscan_backbone_takes_official_imagenet_and_whole_model_files(cases, tmp_path):
     weights, _, _ = cases("mmseg_segnext_t")
-    whole = BACKBONES.get("MSCAN_T")(pretrained=write_upstream_file(tmp_path, "mmseg_segnext_t", weights))
+    whole = with_pretrained(BACKBONES.get("MSCAN_T")(), write_upstream_file(tmp_path, "mmseg_segnext_t", weights))
     imagenet = {k[len("backbone.") :]: v for k, v in weights.items() if k.startswith("backbone.")}
     imagenet["head.weight"] = np.zeros((10, 256), "float32")  # the official mscan_t.pth classifier
     path = str(tmp_path / "mscan_t.pth")
     save_torch_state_dict(path, imagenet)
-    bare = BACKBONES.get("MSCAN_T")(pretrained=path)
+    bare = with_pretrained(BACKBONES.get("MSCAN_T")(), path)
     for key, value in whole.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), bare.state_dict()[key].numpy(), err_msg=key)
     layer_scale = weights["backbone.block1.0.layer_scale_1"]
@@ -138,11 +139,11 @@ def test_mscan_backbone_takes_official_imagenet_and_whole_model_files(cases, tmp
 
 
 def test_model_path_and_convert_tool_read_published_files(cases, tmp_path):
-    """``--model_path`` (load_model_file) and tools/convert_weights.py take a Hub folder / mmseg .pth as they are."""
+    """``--model_path`` (apply_weights) and tools/convert_weights.py take a Hub folder / mmseg .pth as they are."""
     weights, data, _ = cases("hf_segformer_b0")
     folder = write_upstream_file(tmp_path, "hf_segformer_b0", weights)
     model = MODELS.get("segformer_b0")(num_classes=CLASSES)
-    load_model_file(model, folder)
+    apply_weights(model, WeightsSpec(folder))
     assert_close(eval_logits(model, data["input"]), data["logits"], "--model_path")
 
     weights, data, _ = cases("mmseg_segformer_b0")
@@ -209,7 +210,7 @@ def test_unrecognised_file_is_refused_with_the_report(tmp_path):
     save_file({"encoder.conv.weight": np.zeros((2, 3), "float32")}, path)
     assert set(read_state_dict(path)) == {"encoder.conv.weight"}
     with pytest.raises(CheckpointError, match=r"(?s)loaded 0 of .*unexpected \(1\): encoder\.conv\.weight"):
-        MODELS.get("segformer_b0")(num_classes=CLASSES, pretrained=path)
+        with_pretrained(MODELS.get("segformer_b0")(num_classes=CLASSES), path)
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(CheckpointError, match="broken.safetensors: not a readable .safetensors file"):

@@ -9,6 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
+from helpers import with_pretrained
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.rtformer import RTFormer, remap_rtformer_key, rtformer_base, rtformer_slim
@@ -181,7 +182,7 @@ def test_pretrained_backbone_from_zip_and_path(tmp_path):
         zf.write(folder / "model.pdparams", "rtformer_slim_backbone_imagenet_pretrained/model.pdparams")
 
     for source in (archive, str(folder / "model.pdparams")):
-        model = rtformer_slim(num_classes=7, pretrained=source)
+        model = with_pretrained(rtformer_slim(num_classes=7), source)
         own = model.state_dict()
         for name, tensor in oracle.state_dict().items():
             key = remap_rtformer_key(name)
@@ -195,7 +196,7 @@ def test_pretrained_from_a_segmentation_model_with_other_classes(tmp_path):
     randomise_like_trained(oracle, 9)
     path = str(tmp_path / "cityscapes.pdparams")
     paddle.save(oracle.state_dict(), path)
-    model = rtformer_slim(num_classes=11, pretrained=path)
+    model = with_pretrained(rtformer_slim(num_classes=11), path)
     own = model.state_dict()
     for name, tensor in oracle.state_dict().items():
         loaded = np.array_equal(own[remap_rtformer_key(name)].numpy(), tensor.numpy())
@@ -210,11 +211,11 @@ def test_pretrained_is_strict_about_the_backbone(tmp_path):
     del missing["layer4.attn_l.k"]
     paddle.save(missing, str(tmp_path / "missing.pdparams"))
     with pytest.raises(CheckpointError, match="block4.low_attn.key"):
-        rtformer_slim(num_classes=7, pretrained=str(tmp_path / "missing.pdparams"))
+        with_pretrained(rtformer_slim(num_classes=7), str(tmp_path / "missing.pdparams"))
 
     paddle.save(state, str(tmp_path / "base.pdparams"))  # a Slim checkpoint for a Base model
     with pytest.raises(CheckpointError, match="wrong shape"):
-        rtformer_base(num_classes=7, pretrained=str(tmp_path / "base.pdparams"))
+        with_pretrained(rtformer_base(num_classes=7), str(tmp_path / "base.pdparams"))
 
 
 def test_training_returns_main_and_aux_and_eval_returns_main_at_input_size():

@@ -1,17 +1,18 @@
 """SegFormer: parity with PaddleSeg 2.8.0 through the real loading path, sizes, remap, strictness."""
 
-import os
 
 import numpy as np
 import paddle
 import pytest
 
+from helpers import with_pretrained
 import segkit.models  # noqa: F401  (registers everything)
 from segkit.weights import load_weights, read_state_dict
 from paddleseg import models as paddleseg_models  # the test-only oracle (pip install --no-deps paddleseg==2.8.0)
+from segkit.config import Config
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models import segformer as sf
-from segkit.registry import BACKBONES, HEADS, MODELS, build
+from segkit.registry import HEADS, MODELS, build
 
 
 # Trainable parameter counts from docs/REFERENCE.md (150 classes, 19 classes).
@@ -82,16 +83,15 @@ def test_b0_matches_paddleseg_after_loading_its_checkpoint(saved_b0, shape):
     assert max_diff(got, expected) <= 1e-4
 
 
+SEGFORMER_B0 = {"type": "SegFormer", "num_classes": 19, "embedding_dim": 256, "backbone": {"type": "MixVisionTransformer_B0"}}
+
+
 def test_b0_pretrained_argument_loads_paddleseg_file(saved_b0):
     ref, path = saved_b0
-    model = build(
-        {"type": "SegFormer", "num_classes": 19, "embedding_dim": 256, "backbone": {"type": "MixVisionTransformer_B0"}},
-        MODELS,
-        "model",
-    )
+    model = build(SEGFORMER_B0, MODELS, "model")
     assert isinstance(model, sf.SegFormer)
     fresh = model.head.classifier.weight.numpy().copy()
-    model = sf.SegFormer(19, sf.MixVisionTransformer_B0(), 256, pretrained=path).eval()
+    model = Config({"model": {**SEGFORMER_B0, "pretrained": path}}).build_model().eval()
     assert not np.allclose(model.head.classifier.weight.numpy(), fresh)
     x = paddle.to_tensor(np.random.default_rng(3).normal(size=(1, 3, 64, 96)).astype("float32"))
     with paddle.no_grad():
@@ -124,7 +124,7 @@ def test_backbone_pretrained_paddleseg_weights_with_classification_head(tmp_path
     path = str(tmp_path / "mit_b0.pdparams")
     paddle.save(state, path)
 
-    backbone = build({"type": "MixVisionTransformer_B0", "pretrained": path}, BACKBONES, "model.backbone")
+    backbone = with_pretrained(sf.MixVisionTransformer_B0(), path)
     backbone.eval()
     assert backbone.out_channels == [32, 64, 160, 256]
     assert backbone.out_strides == [4, 8, 16, 32]
@@ -138,7 +138,7 @@ def test_backbone_pretrained_paddleseg_weights_with_classification_head(tmp_path
     state["patch_embed1.proj.extra"] = np.zeros((1,), "float32")
     paddle.save(state, path)
     with pytest.raises(CheckpointError, match=r"stages\.0\.patch_embed\.proj\.extra"):
-        sf.MixVisionTransformer_B0(pretrained=path)
+        with_pretrained(sf.MixVisionTransformer_B0(), path)
 
 
 @pytest.mark.parametrize("variant", sorted(REFERENCE_PARAMS))
@@ -212,7 +212,7 @@ def test_checkpoint_of_another_model_or_class_count_fails_naming_keys(saved_b0, 
 
 def test_pretrained_with_other_class_count_keeps_fresh_classifier(saved_b0):
     ref, path = saved_b0
-    model = sf.segformer_b0(num_classes=5, pretrained=path)
+    model = with_pretrained(sf.segformer_b0(num_classes=5), path)
     ref_state = ref.state_dict()
     np.testing.assert_array_equal(model.head.fuse.conv.weight.numpy(), ref_state["linear_fuse._conv.weight"].numpy())
     assert model.head.classifier.weight.shape == [5, 256, 1, 1]

@@ -9,11 +9,13 @@ import pytest
 import paddleseg.models.backbones.mscan as ps_mscan  # the oracle (test-only dependency)
 import paddleseg.models.segnext as ps_segnext
 
+from helpers import with_pretrained
 import segkit.models  # noqa: F401  (registers the models)
 from segkit.weights import load_weights
+from segkit.config import Config
 from segkit.errors import ConfigError
 from segkit.models.segnext import SegNeXt, remap_checkpoint_keys
-from segkit.registry import BACKBONES, MODELS, build
+from segkit.registry import BACKBONES, MODELS
 
 ROOT = Path(__file__).resolve().parents[1]
 PADDLESEG_HEAD = {"channels": 256, "ham_channels": 256, "ham_kwargs": {"MD_R": 16}}
@@ -196,14 +198,14 @@ def test_paddleseg_checkpoint_file_loads_as_pretrained(tiny_pair, tmp_path):
     reference.eval()
     path = str(tmp_path / "model.pdparams")
     paddle.save(reference.state_dict(), path)
-    ours = build({"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, "num_classes": 19, "pretrained": path,
-                  "decoder_cfg": dict(PADDLESEG_HEAD, dropout_rate=0.1, align_corners=False)}, MODELS, "model")
+    ours = Config({"model": {"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, "num_classes": 19, "pretrained": path,
+                             "decoder_cfg": dict(PADDLESEG_HEAD, dropout_rate=0.1, align_corners=False)}}).build_model()
     ours.eval()
     ours.head.ham.nmf.seed_eval_bases(None)  # upstream's per-call draw, to compare with the oracle
     x = np.random.default_rng(1).normal(size=(1, 3, 48, 80)).astype("float32")
     np.testing.assert_allclose(run(ours, x, 3), run(reference, x, 3), rtol=0, atol=1e-4)
     # The same file, loaded for another number of classes: everything but the classifier.
-    other = build({"type": "segnext_t", "num_classes": 4, "pretrained": path}, MODELS, "model")
+    other = Config({"model": {"type": "segnext_t", "num_classes": 4, "pretrained": path}}).build_model()
     np.testing.assert_array_equal(other.head.squeeze[0].weight.numpy(), ours.head.squeeze[0].weight.numpy())
 
 
@@ -214,7 +216,7 @@ def test_backbone_pretrained_accepts_paddleseg_keys_and_classifier_head(tiny_pai
     state["head.weight"] = np.zeros((256, 1000), "float32")  # ImageNet checkpoints carry a classifier
     path = str(tmp_path / "mscan_t.pdparams")
     paddle.save(state, path)
-    backbone = BACKBONES.get("MSCAN_T")(pretrained=path)
+    backbone = with_pretrained(BACKBONES.get("MSCAN_T")(), path)
     backbone.eval()
     x = paddle.to_tensor(np.random.default_rng(2).normal(size=(1, 3, 64, 64)).astype("float32"))
     for mine, theirs in zip(backbone(x), reference.backbone(x)):

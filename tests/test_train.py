@@ -1,16 +1,15 @@
 """The training loop: checkpoints, evaluation, exact resume, early failures."""
 
-import json
-import json
 import os
 
 import numpy as np
 import paddle
 import pytest
 from conftest import QUICKSTART, Interrupted, interrupt_at, tiny_opts
+from helpers import train_log
 
-from segkit.engine.checkpoints import atomic_save_dir
 from segkit.config import load_config
+from segkit.engine.checkpoints import atomic_save_dir
 from segkit.engine import checkpoints
 from segkit.engine.train import Trainer, TrainOptions
 from segkit.errors import ConfigError, TrainingError
@@ -18,14 +17,7 @@ from segkit.errors import ConfigError, TrainingError
 
 def logged_losses(save_dir):
     """(iteration, loss) of every record in the run's train_log.jsonl."""
-    with open(os.path.join(save_dir, "train_log.jsonl")) as f:
-        return [(r["iter"], r["loss"]) for r in map(json.loads, f)]
-
-
-def logged_losses(save_dir):
-    """(iteration, loss) of every record in the run's train_log.jsonl."""
-    with open(os.path.join(save_dir, "train_log.jsonl")) as f:
-        return [(r["iter"], r["loss"]) for r in map(json.loads, f)]
+    return [(r["iter"], r["loss"]) for r in train_log(save_dir)]
 
 
 def make_trainer(scenes_root, save_dir, iters=4, extra=(), **options):

@@ -128,12 +128,13 @@ def test_config_from_args(cfg, args):
 
 
 def build_model_for_inference(cfg, model_path: str):
-    """Build the config's model and load ``model_path`` into it strictly."""
-    from segkit.weights import load_model_file
+    """Build the config's model and load ``model_path`` into it strictly (the config's pretrained
+    weights are not fetched: these replace them)."""
     from segkit.logger import logger
+    from segkit.weights import WeightsSpec, apply_weights
 
-    model = cfg.build_model()
-    report = load_model_file(model, model_path)
+    model = cfg.build_model(pretrained=False)
+    report = apply_weights(model, WeightsSpec(model_path))
     logger.info(f"Loaded {len(report.loaded)} tensors from {model_path}.")
     model.eval()
     return model

@@ -25,7 +25,6 @@ import inspect
 import os
 from typing import Dict, List, Optional
 
-import numpy as np
 import paddle
 import yaml
 from _common import run_cli
@@ -33,15 +32,7 @@ from _common import run_cli
 import segkit.models  # noqa: F401  (registers every model and backbone)
 from segkit.errors import ConfigError
 from segkit.registry import BACKBONES, MODELS, did_you_mean
-from segkit.weights import load_weights, read_state_dict
-
-
-def read_weights(path: str) -> Dict[str, np.ndarray]:
-    """Name -> array from a .npz (numeric entries only), or anything ``read_state_dict`` reads (.pth included)."""
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files if np.issubdtype(archive[k].dtype, np.number)}
-    return read_state_dict(path)
+from segkit.weights import Tolerance, WeightsSpec, apply_weights
 
 
 def parse_model_args(items: List[str]) -> Dict[str, object]:
@@ -81,10 +72,11 @@ def _call(builder, name: str, kwargs: Dict[str, object]) -> paddle.nn.Layer:
 
 def convert(src: str, dst: str, model: str, num_classes: Optional[int] = None, allow_unexpected: List[str] = (),
             model_args: Optional[Dict[str, object]] = None) -> str:
-    """Convert ``src`` for the segkit layer ``model`` and save it to ``dst``; returns the load summary."""
+    """Convert ``src`` for the segkit layer ``model`` and save it to ``dst``; returns the load summary.
+
+    Every tensor is cast to the layer's dtype (float16 files give float32 weights)."""
     layer = build_layer(model, num_classes, model_args)
-    state = {k: (v.astype("float32") if v.dtype == np.float16 else v) for k, v in read_weights(src).items()}
-    report = load_weights(layer, state, source=src, allow_unexpected=allow_unexpected)
+    report = apply_weights(layer, WeightsSpec(src), tolerance=Tolerance(unexpected=tuple(allow_unexpected)))
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     paddle.save(layer.state_dict(), dst)
     return report.summary(len(layer.state_dict()))

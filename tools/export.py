@@ -13,7 +13,7 @@ from _common import add_config_args, run_cli
 from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.export import export_model
 from segkit.models.base import seed_inference
-from segkit.weights import load_model_file
+from segkit.weights import WeightsSpec, apply_weights
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,9 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opts, sections=INFERENCE_SECTIONS)
-    model = cfg.build_model()
+    model = cfg.build_model(pretrained=not args.model_path)
     if args.model_path:
-        load_model_file(model, args.model_path)
+        apply_weights(model, WeightsSpec(args.model_path))
     else:
         print("warning: no --model_path given; exporting the initial (untrained) weights", file=sys.stderr)
     seed_inference(model, args.seed)

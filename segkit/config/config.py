@@ -8,8 +8,10 @@ import yaml
 
 from segkit.config import paddleseg
 from segkit.config.loader import Sources, apply_opts, load_yaml_tree
+from segkit.config.paddleseg import split_weights
 from segkit.errors import ConfigError
 from segkit.optim import build_lr_scheduler, check_lr_scheduler
+from segkit.weights import WeightsSpec, apply_weights
 from segkit.registry import (
     DATASETS,
     LOSSES,
@@ -101,6 +103,7 @@ class Config:
 
     def __init__(self, data: Dict[str, Any], path: str = "<dict>", sources: Optional[Sources] = None,
                  sections: Optional[Sequence[str]] = None):
+        register_components()
         self.data = paddleseg.translate(data)
         self.path = path
         self.sources = sources or {}
@@ -153,7 +156,7 @@ class Config:
             if key in present:
                 validate(self.data[key], DATASETS, key, provided=("mode",))
         if "model" in present:
-            validate(self.data["model"], MODELS, "model", provided=("num_classes",))
+            validate(split_weights(self.data["model"])[0], MODELS, "model", provided=("num_classes",))
         if "optimizer" in present:
             validate(self.data["optimizer"], OPTIMIZERS, "optimizer")
         if "lr_scheduler" in present:
@@ -291,9 +294,25 @@ class Config:
                     return int(fixed)
         raise ConfigError(f"{self.path}: cannot tell the number of classes; set model.num_classes.", key="model")
 
-    def build_model(self):
-        """Build the model, filling ``num_classes`` from the dataset when the model does not set it."""
-        return self._build("model", MODELS, "building the model", num_classes=self.num_classes())
+    def weights(self) -> List[WeightsSpec]:
+        """The pretrained weights the model section names (``pretrained`` keys), in the order they apply."""
+        return split_weights(self.require("model", "building the model"))[1]
+
+    def build_model(self, pretrained: bool = True):
+        """Build the model, filling ``num_classes`` from the dataset when the model does not set it.
+
+        Args:
+            pretrained: then apply the config's pretrained weights (``weights()``); False when other
+                weights replace them anyway (``--model_path``, a resumed checkpoint).
+        """
+        section, specs = split_weights(self.require("model", "building the model"))
+        try:
+            model = build(section, MODELS, "model", num_classes=self.num_classes())
+        except ConfigError as exc:
+            raise self.error(exc) from None
+        for spec in specs if pretrained else ():
+            apply_weights(model, spec)
+        return model
 
     def build_loss(self):
         """Build the multi-output loss from ``loss.types`` and ``loss.coef``."""
@@ -352,7 +371,6 @@ def load_config(path: str, opts: Sequence[str] = (), sections: Optional[Sequence
         opts: ``key=value`` overrides, applied after inheritance.
         sections: the top-level sections the caller uses (checked in depth); None checks all.
     """
-    register_components()
     data, sources = load_yaml_tree(path)
     apply_opts(data, sources, opts)
     return Config(data, path=path, sources=sources, sections=sections)

@@ -15,7 +15,6 @@ import shutil
 import tempfile
 from typing import Dict, List, Optional
 
-import numpy as np
 import paddle
 from paddle import nn
 
@@ -234,10 +233,9 @@ class CheckpointManager:
     @staticmethod
     def restore_model(model: nn.Layer, folder: str) -> None:
         """Load the model weights of checkpoint ``folder`` (strictly)."""
-        from segkit.weights import load_weights
+        from segkit.weights import WeightsSpec, apply_weights
 
-        state = paddle.load(os.path.join(folder, "model.pdparams"))
-        load_weights(model, {k: np.asarray(v) for k, v in state.items()}, source=folder)
+        apply_weights(model, WeightsSpec(folder))
 
     def restore(self, folder: str, parts: Trainables) -> TrainState:
         """Restore optimizer, schedule, loss scaler and EMA from ``folder``; returns its counters."""

@@ -125,9 +125,9 @@ class Trainer:
         paddle.seed(options.seed)
         np.random.seed(options.seed)
         self.checkpoints = CheckpointManager(options.save_dir, options.keep_checkpoint_max, writer=self.rank == 0)
+        self.resume_from = self.checkpoints.find_resume(options.resume_model)
         self.build_model()
         self.build_data()
-        self.resume_from = self.checkpoints.find_resume(options.resume_model)
         if self.resume_from:
             # Weights go in before an O2 cast to half precision, so they are read in float32.
             self.checkpoints.restore_model(self.model, self.resume_from)
@@ -141,8 +141,9 @@ class Trainer:
                                hyper_parameters(cfg, options, global_batch))
 
     def build_model(self) -> None:
-        """The model (first, so that its initial weights depend on the seed alone)."""
-        self.model = self.cfg.build_model()
+        """The model (first, so that its initial weights depend on the seed alone), with the config's
+        pretrained weights unless a resumed checkpoint replaces them."""
+        self.model = self.cfg.build_model(pretrained=not self.resume_from)
         # A top-level ``sync_bn: true`` in the config asks for the same.
         if self.opts.sync_bn or self.cfg.sync_bn:
             self.model = convert_sync_bn(self.model, self.world, paddle.get_device())

@@ -9,19 +9,22 @@
   (bilinear, ``output_align_corners``); inside ``head_resolution(model)`` an eval forward returns
   them at the head's resolution instead, so that ``segkit.engine.inference`` can take the class
   map without upsampling every class (the same resize, applied later to fewer channels).
+* Constructors are pure: they build the layers with their initial weights and never read a file.
+  Weights are applied after the model is built, by ``segkit.weights.apply_weights``.
 * A model whose upstream checkpoints use other key names provides ``remap_checkpoint_keys``, a
-  pure function from the upstream state dict to segkit's; ``segkit.weights.load_weights``
-  applies it.
+  pure function from the upstream state dict to segkit's; ``apply_weights`` applies it once.
+* A model or backbone whose pretrained weights may differ from it in named ways (a classifier for
+  another number of classes, an ImageNet head) declares them as the class attribute
+  ``pretrained_tolerance`` (a ``segkit.weights.Tolerance``); anything else must match.
 """
 
 import contextlib
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 import paddle
 from paddle import nn
 
-from segkit.weights import load_weights, read_state_dict
 
 
 class SegModel(nn.Layer):
@@ -72,26 +75,6 @@ def head_resolution(model: nn.Layer) -> Iterator[bool]:
         yield True
     finally:
         model._head_resolution = False
-
-
-def load_pretrained(
-    layer: nn.Layer,
-    pretrained: Optional[str],
-    allow_missing=(),
-    allow_unexpected=(),
-    allow_shape_mismatch=(),
-) -> None:
-    """Load ``pretrained`` (a path, URL or zip) into ``layer`` if given; strict apart from the named prefixes."""
-    if not pretrained:
-        return
-    load_weights(
-        layer,
-        read_state_dict(pretrained),
-        source=pretrained,
-        allow_missing=allow_missing,
-        allow_unexpected=allow_unexpected,
-        allow_shape_mismatch=allow_shape_mismatch,
-    )
 
 
 def seed_inference(model: nn.Layer, seed: int) -> None:

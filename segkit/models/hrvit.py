@@ -38,11 +38,11 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.models.base import load_pretrained
 from segkit.models.layers import DropPath
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
+from segkit.weights import Tolerance
 
 # The official masking constant for padded window positions (not -inf: it must stay finite).
 MASK_VALUE = -100.0
@@ -434,12 +434,15 @@ class HRViT(nn.Layer):
         in_channels: image channels.
         drop_path_rate: stochastic depth, growing linearly over the blocks up to this value.
         proj_drop: dropout after the attention output linear.
-        pretrained: official (ImageNet or mmseg) or segkit weights for the backbone.
 
     Attributes:
         out_channels: the widths of the four outputs.
         out_strides: their strides (4, 8, 16, 32).
     """
+
+    # Pretrained weights may be an official ImageNet (head.*) or mmseg segmentation checkpoint
+    # (decode_head.*, auxiliary_head.*); only the backbone's tensors are taken.
+    pretrained_tolerance = Tolerance(unexpected=("head", "decode_head", "auxiliary_head"))
 
     def __init__(
         self,
@@ -452,7 +455,6 @@ class HRViT(nn.Layer):
         in_channels: int = 3,
         drop_path_rate: float = 0.0,
         proj_drop: float = 0.0,
-        pretrained: Optional[str] = None,
     ):
         super().__init__()
         if len(widths) != 4 or len(windows) != 4 or len(mlp_ratios) != 4:
@@ -484,12 +486,6 @@ class HRViT(nn.Layer):
             )
             current, start = out, start + max(stage_depths)
         _trunc_normal_linears(self)
-        load_pretrained(self, pretrained, allow_unexpected=("head", "decode_head", "auxiliary_head"))
-
-    @property
-    def feat_channels(self) -> List[int]:
-        """PaddleSeg's name for ``out_channels``."""
-        return self.out_channels
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         xs = [self.stem(x)]
@@ -523,8 +519,9 @@ class HRViTSegFormer(SegFormer):
         embedding_dim: width of the head (256 for b1/b2, 768 for b3 in the official configs).
         dropout: channel dropout before the classifier.
         align_corners: of the bilinear resizing in the head and to the input size.
-        pretrained: segkit or official mmseg segmentation weights; a classifier trained for another
-            number of classes is left at its initial values.
+
+    Pretrained weights are segkit or official mmseg segmentation weights; a classifier trained for
+    another number of classes is left at its initial values (SegFormer's ``pretrained_tolerance``).
     """
 
     reverse_concat = False
@@ -536,9 +533,9 @@ class HRViTSegFormer(SegFormer):
         embedding_dim: int = 256,
         dropout: float = 0.1,
         align_corners: bool = False,
-        pretrained: Optional[str] = None,
     ):
-        super().__init__(num_classes, backbone, embedding_dim, align_corners, pretrained, dropout)
+        super().__init__(num_classes=num_classes, backbone=backbone, embedding_dim=embedding_dim,
+                         align_corners=align_corners, dropout=dropout)
 
     def init_head(self) -> None:
         """mmseg's initialisation of the head's linear layers (before pretrained weights load)."""
@@ -705,36 +702,36 @@ _HEAD_DIMS = {"b1": 256, "b2": 256, "b3": 768}
 
 
 @BACKBONES.register
-def HRViT_b1(drop_path_rate: float = 0.0, in_channels: int = 3, pretrained: Optional[str] = None) -> HRViT:
+def HRViT_b1(drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
     """HRViT-b1 backbone (widths 32/64/128/256), 7.76M parameters."""
-    return HRViT(**_VARIANTS["b1"], drop_path_rate=drop_path_rate, in_channels=in_channels, pretrained=pretrained)
+    return HRViT(**_VARIANTS["b1"], drop_path_rate=drop_path_rate, in_channels=in_channels)
 
 
 @BACKBONES.register
-def HRViT_b2(drop_path_rate: float = 0.0, in_channels: int = 3, pretrained: Optional[str] = None) -> HRViT:
+def HRViT_b2(drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
     """HRViT-b2 backbone (widths 48/96/240/384)."""
-    return HRViT(**_VARIANTS["b2"], drop_path_rate=drop_path_rate, in_channels=in_channels, pretrained=pretrained)
+    return HRViT(**_VARIANTS["b2"], drop_path_rate=drop_path_rate, in_channels=in_channels)
 
 
 @BACKBONES.register
-def HRViT_b3(drop_path_rate: float = 0.0, in_channels: int = 3, pretrained: Optional[str] = None) -> HRViT:
+def HRViT_b3(drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
     """HRViT-b3 backbone (widths 64/128/256/512)."""
-    return HRViT(**_VARIANTS["b3"], drop_path_rate=drop_path_rate, in_channels=in_channels, pretrained=pretrained)
+    return HRViT(**_VARIANTS["b3"], drop_path_rate=drop_path_rate, in_channels=in_channels)
 
 
 @MODELS.register
-def hrvit_b1(num_classes: int, pretrained: Optional[str] = None, drop_path_rate: float = 0.1) -> HRViTSegFormer:
+def hrvit_b1(num_classes: int, drop_path_rate: float = 0.1) -> HRViTSegFormer:
     """HRViT-b1 + SegFormer head (256), drop path 0.1 as in the ADE20K config (Cityscapes: 0.15)."""
-    return HRViTSegFormer(num_classes, HRViT_b1(drop_path_rate), _HEAD_DIMS["b1"], pretrained=pretrained)
+    return HRViTSegFormer(num_classes, HRViT_b1(drop_path_rate), _HEAD_DIMS["b1"])
 
 
 @MODELS.register
-def hrvit_b2(num_classes: int, pretrained: Optional[str] = None, drop_path_rate: float = 0.2) -> HRViTSegFormer:
+def hrvit_b2(num_classes: int, drop_path_rate: float = 0.2) -> HRViTSegFormer:
     """HRViT-b2 + SegFormer head (256), drop path 0.2 as in the official configs."""
-    return HRViTSegFormer(num_classes, HRViT_b2(drop_path_rate), _HEAD_DIMS["b2"], pretrained=pretrained)
+    return HRViTSegFormer(num_classes, HRViT_b2(drop_path_rate), _HEAD_DIMS["b2"])
 
 
 @MODELS.register
-def hrvit_b3(num_classes: int, pretrained: Optional[str] = None, drop_path_rate: float = 0.3) -> HRViTSegFormer:
+def hrvit_b3(num_classes: int, drop_path_rate: float = 0.3) -> HRViTSegFormer:
     """HRViT-b3 + SegFormer head (768), drop path 0.3 as in the official configs."""
-    return HRViTSegFormer(num_classes, HRViT_b3(drop_path_rate), _HEAD_DIMS["b3"], pretrained=pretrained)
+    return HRViTSegFormer(num_classes, HRViT_b3(drop_path_rate), _HEAD_DIMS["b3"])

@@ -25,18 +25,18 @@ What differs from upstream:
 """
 
 import re
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import paddle
 from paddle import nn
 from paddle.nn import functional as F
 
-from segkit.weights import load_weights, read_state_dict
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel
 from segkit.models.layers import AdaptiveMaxPool2D, DropPath
 from segkit.registry import MODELS
+from segkit.weights import Tolerance
 
 # Paddle's BatchNorm momentum weighs the *old* running value; upstream uses 0.1, so the running
 # statistics follow the latest batch closely. Kept for identical training behaviour.
@@ -389,8 +389,17 @@ class RTFormer(SegModel):
             the optimizer's ``custom_cfg`` applies the multiplier instead).
         cross_size: side of the pooled token grid of cross-resolution attention (12; 8 for ADE20K).
         in_channels: input image channels.
-        pretrained: ImageNet-pretrained weights (path, URL or zip) for everything but DAPPM and heads.
+
+    Pretrained weights are ImageNet weights (PaddleSeg or segkit names) for everything but DAPPM and
+    the heads (``pretrained_tolerance``): those may be absent, or of another shape in a segmentation
+    checkpoint with another number of classes, and then keep their initial values; keys outside the
+    model (an ImageNet classifier) are dropped. Every backbone tensor must be present with the right
+    shape.
     """
+
+    # DAPPM and the heads are not part of the ImageNet-pretrained backbone.
+    pretrained_tolerance = Tolerance(missing=("dappm", "head", "aux_head"), shape_mismatch=("dappm", "head", "aux_head"),
+                                     unexpected=("aux_head",), foreign=True)
 
     def __init__(
         self,
@@ -407,7 +416,6 @@ class RTFormer(SegModel):
         lr_mult: float = 10.0,
         cross_size: int = 12,
         in_channels: int = 3,
-        pretrained: Optional[str] = None,
     ):
         super().__init__()
         if len(layer_nums) < 3 or len(use_injection) != 2:
@@ -438,8 +446,6 @@ class RTFormer(SegModel):
         self.relu = nn.ReLU()
 
         self._init_weights()
-        if pretrained:
-            self.load_backbone_weights(pretrained)
 
     def _init_weights(self) -> None:
         """Upstream's scheme: Kaiming-normal convolutions with zero bias, BN weight 1 / bias 0,
@@ -454,26 +460,6 @@ class RTFormer(SegModel):
                     zeros(layer.bias)
             elif isinstance(layer, CrossResolutionAttention):
                 nn.initializer.TruncatedNormal(std=0.02)(layer.kv_conv.weight)
-
-    @property
-    def head_prefixes(self) -> Tuple[str, ...]:
-        """Parameter prefixes not part of the ImageNet-pretrained backbone."""
-        return ("dappm", "head", "aux_head")
-
-    def load_backbone_weights(self, pretrained: str) -> None:
-        """Load ImageNet-pretrained weights (PaddleSeg or segkit names) into everything but DAPPM and heads.
-
-        DAPPM and the heads may be absent (or, from a segmentation checkpoint with another number
-        of classes, of another shape) and then keep their initial values. Keys outside the model
-        (an ImageNet classifier) are dropped. Every backbone tensor must be present with the right
-        shape, otherwise CheckpointError names the differences.
-        """
-        state = self.remap_checkpoint_keys(read_state_dict(pretrained))
-        own_roots = {key.split(".")[0] for key in self.state_dict()}
-        foreign = tuple(key for key in state if key.split(".")[0] not in own_roots)
-        heads = self.head_prefixes
-        load_weights(self, state, source=pretrained, allow_missing=heads, allow_shape_mismatch=heads,
-                     allow_unexpected=foreign + ("aux_head",))
 
     def forward(self, x: paddle.Tensor):
         x1 = self.stage1(self.stem(x))  # c, stride 4
@@ -565,22 +551,22 @@ def remap_rtformer_key(key: str) -> str:
     return key
 
 
-def _variant(num_classes: int, pretrained: Optional[str], base_channels: int, head_channels: int,
+def _variant(num_classes: int, base_channels: int, head_channels: int,
              use_injection: Sequence[bool], cross_size: int, drop_path_rate: float, lr_mult: float) -> RTFormer:
     return RTFormer(num_classes=num_classes, base_channels=base_channels, head_channels=head_channels,
                     use_injection=list(use_injection), cross_size=cross_size, drop_path_rate=drop_path_rate,
-                    lr_mult=lr_mult, pretrained=pretrained)
+                    lr_mult=lr_mult)
 
 
 @MODELS.register
-def rtformer_slim(num_classes: int, pretrained: Optional[str] = None, use_injection: Sequence[bool] = (True, True),
+def rtformer_slim(num_classes: int, use_injection: Sequence[bool] = (True, True),
                   cross_size: int = 12, drop_path_rate: float = 0.2, lr_mult: float = 10.0) -> RTFormer:
     """RTFormer-Slim: base 32, head 64 (4.8M parameters in the paper; 5.40M with the aux head at 19 classes)."""
-    return _variant(num_classes, pretrained, 32, 64, use_injection, cross_size, drop_path_rate, lr_mult)
+    return _variant(num_classes, 32, 64, use_injection, cross_size, drop_path_rate, lr_mult)
 
 
 @MODELS.register
-def rtformer_base(num_classes: int, pretrained: Optional[str] = None, use_injection: Sequence[bool] = (True, False),
+def rtformer_base(num_classes: int, use_injection: Sequence[bool] = (True, False),
                   cross_size: int = 12, drop_path_rate: float = 0.2, lr_mult: float = 10.0) -> RTFormer:
     """RTFormer-Base: base 64, head 128, injection only in block4 (16.8M in the paper; 17.92M at 19 classes)."""
-    return _variant(num_classes, pretrained, 64, 128, use_injection, cross_size, drop_path_rate, lr_mult)
+    return _variant(num_classes, 64, 128, use_injection, cross_size, drop_path_rate, lr_mult)

@@ -13,7 +13,7 @@ What differs from PaddleSeg:
 * Stages live in one ``LayerList`` of ``MiTStage`` (patch embedding, blocks, norm); upstream names
   (``patch_embed1``, ``block1.0``, ``norm1``, ``linear_c4``, ``linear_fuse._conv``, ...) are
   translated once by the pure functions ``remap_mit_keys`` / ``remap_segformer_keys``, which
-  ``segkit.weights.load_weights`` applies, so PaddleSeg ``model.pdparams`` files load unchanged.
+  ``segkit.weights.apply_weights`` applies, so PaddleSeg ``model.pdparams`` files load unchanged.
 * The decoder is a reusable ``AllMLPHead`` that takes its input widths from the backbone's
   ``out_channels``, so any backbone (HRViT, say) plugs into ``SegFormer``.
 * The decoder computes the same function with fewer operations: its fusion 1x1 conv is linear and
@@ -29,7 +29,7 @@ What differs from PaddleSeg:
 
 import math
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -37,10 +37,11 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
-from segkit.models.base import SegModel, load_pretrained
+from segkit.models.base import SegModel
 from segkit.models.layers import DropPath
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, HEADS, MODELS
+from segkit.weights import Tolerance
 
 # Layer norms inside blocks and at the end of each stage use 1e-6 (upstream's ``norm_layer``);
 # the patch-embedding and spatial-reduction norms keep Paddle's default 1e-5, as upstream does.
@@ -243,13 +244,14 @@ class MixVisionTransformer(nn.Layer):
         drop_rate: dropout after projections.
         attn_drop_rate: dropout on attention weights.
         drop_path_rate: stochastic depth of the last block; it grows linearly from 0 over all blocks.
-        pretrained: backbone weights (path, URL or zip), PaddleSeg or segkit names; an ImageNet
-            classification head in the file (``head.*``) is ignored, anything else must match.
 
     Attributes:
         out_channels: width of each output, ``embed_dims``.
         out_strides: stride of each output, [4, 8, 16, 32].
     """
+
+    # Pretrained (ImageNet) weights may carry the classifier (head.*), which segmentation drops.
+    pretrained_tolerance = Tolerance(unexpected=("head",))
 
     def __init__(
         self,
@@ -263,7 +265,6 @@ class MixVisionTransformer(nn.Layer):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
-        pretrained: Optional[str] = None,
     ):
         super().__init__()
         per_stage = [len(embed_dims), len(num_heads), len(depths), len(sr_ratios), len(mlp_ratios)]
@@ -297,8 +298,6 @@ class MixVisionTransformer(nn.Layer):
             width = dim
         self.stages = nn.LayerList(stages)
         self.apply(init_mit_weights)
-        # Upstream checkpoints may carry the ImageNet classifier (head.*), which segmentation drops.
-        load_pretrained(self, pretrained, allow_unexpected=("head",))
 
     def forward(self, x: paddle.Tensor) -> List[paddle.Tensor]:
         """NCHW image -> four NCHW feature maps (strides 4, 8, 16, 32)."""
@@ -435,9 +434,6 @@ class SegFormer(SegModel):
         backbone: any backbone declaring ``out_channels`` (MiT, HRViT, ...).
         embedding_dim: decoder width (256 for B0/B1, 768 for B2-B5).
         align_corners: ``align_corners`` of every bilinear resize.
-        pretrained: whole-model weights (path, URL or zip), PaddleSeg or segkit names. A classifier
-            trained for another number of classes is left at its initial values; every other key
-            must match.
         dropout: channel dropout before the classifier.
         mmseg_head: build mmseg 1.x's ``SegformerHead`` instead of the paper's decoder: a 1x1 conv,
             BatchNorm and ReLU per level and the levels concatenated finest first. Needed for
@@ -449,6 +445,9 @@ class SegFormer(SegModel):
     """
 
     num_outputs = 1
+    # Pretrained whole-model weights may have a classifier for another number of classes (left at its
+    # initial values, to fine-tune on your classes); every other tensor must match.
+    pretrained_tolerance = Tolerance(shape_mismatch=("head.classifier",))
     reverse_concat = True  # SegFormer concatenates c4..c1; HRViT's head (a subclass) c1..c4
 
     def __init__(
@@ -457,7 +456,6 @@ class SegFormer(SegModel):
         backbone: nn.Layer,
         embedding_dim: int,
         align_corners: bool = False,
-        pretrained: Optional[str] = None,
         dropout: float = 0.1,
         mmseg_head: bool = False,
     ):
@@ -477,7 +475,6 @@ class SegFormer(SegModel):
             reverse_concat=self.reverse_concat and not mmseg_head, align_corners=align_corners, level_norm=mmseg_head,
         )
         self.init_head()
-        load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
 
     def init_head(self) -> None:
         """Initialise the head before any pretrained weights load; the head's own init by default."""
@@ -773,7 +770,7 @@ SEGFORMER_DECODER_DIMS = {"B0": 256, "B1": 256, "B2": 768, "B3": 768, "B4": 768,
 
 
 def _mit(
-    variant: str, in_channels: int, drop_path_rate: float, attn_drop_rate: float, pretrained: Optional[str]
+    variant: str, in_channels: int, drop_path_rate: float, attn_drop_rate: float
 ) -> MixVisionTransformer:
     return MixVisionTransformer(
         **MIT_VARIANTS[variant],
@@ -784,78 +781,71 @@ def _mit(
         qkv_bias=True,
         attn_drop_rate=attn_drop_rate,
         drop_path_rate=drop_path_rate,
-        pretrained=pretrained,
     )
 
 
 @BACKBONES.register
 def MixVisionTransformer_B0(  # noqa: N802 (PaddleSeg's registered name)
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0, pretrained: Optional[str] = None
+    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B0: widths (32, 64, 160, 256), depths (2, 2, 2, 2)."""
-    return _mit("B0", in_channels, drop_path_rate, attn_drop_rate, pretrained)
+    return _mit("B0", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
 def MixVisionTransformer_B1(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0, pretrained: Optional[str] = None
+    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B1: widths (64, 128, 320, 512), depths (2, 2, 2, 2)."""
-    return _mit("B1", in_channels, drop_path_rate, attn_drop_rate, pretrained)
+    return _mit("B1", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
 def MixVisionTransformer_B2(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0, pretrained: Optional[str] = None
+    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B2: widths (64, 128, 320, 512), depths (3, 4, 6, 3)."""
-    return _mit("B2", in_channels, drop_path_rate, attn_drop_rate, pretrained)
+    return _mit("B2", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
 def MixVisionTransformer_B3(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0, pretrained: Optional[str] = None
+    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B3: widths (64, 128, 320, 512), depths (3, 4, 18, 3)."""
-    return _mit("B3", in_channels, drop_path_rate, attn_drop_rate, pretrained)
+    return _mit("B3", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
 def MixVisionTransformer_B4(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0, pretrained: Optional[str] = None
+    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B4: widths (64, 128, 320, 512), depths (3, 8, 27, 3)."""
-    return _mit("B4", in_channels, drop_path_rate, attn_drop_rate, pretrained)
+    return _mit("B4", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
 def MixVisionTransformer_B5(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0, pretrained: Optional[str] = None
+    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B5: widths (64, 128, 320, 512), depths (3, 6, 40, 3)."""
-    return _mit("B5", in_channels, drop_path_rate, attn_drop_rate, pretrained)
+    return _mit("B5", in_channels, drop_path_rate, attn_drop_rate)
 
 
 def _segformer(
     variant: str,
     num_classes: int,
-    pretrained: Optional[str],
-    backbone_pretrained: Optional[str],
     drop_path_rate: float,
     align_corners: bool,
     mmseg_head: bool,
 ) -> SegFormer:
-    backbone = _mit(variant, 3, drop_path_rate, 0.0, backbone_pretrained)
-    return SegFormer(
-        num_classes, backbone, SEGFORMER_DECODER_DIMS[variant], align_corners, pretrained, mmseg_head=mmseg_head
-    )
+    backbone = _mit(variant, 3, drop_path_rate, 0.0)
+    return SegFormer(num_classes, backbone, SEGFORMER_DECODER_DIMS[variant], align_corners, mmseg_head=mmseg_head)
 
 
 @MODELS.register
 def segformer_b0(
     num_classes: int,
-    pretrained: Optional[str] = None,
-    backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
     mmseg_head: bool = False,
@@ -864,75 +854,63 @@ def segformer_b0(
 
     Args:
         num_classes: number of classes.
-        pretrained: whole-model weights (NVlabs, Hugging Face, mmseg, PaddleSeg or segkit files).
-        backbone_pretrained: ImageNet MiT-B0 weights for the encoder alone (any of those sources).
         drop_path_rate: stochastic depth of the last encoder block.
         align_corners: ``align_corners`` of the bilinear resizes.
         mmseg_head: mmseg 1.x's head (for its ``segformer_mit-b*`` checkpoints); see ``SegFormer``.
     """
-    return _segformer("B0", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
+    return _segformer("B0", num_classes, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
 def segformer_b1(
     num_classes: int,
-    pretrained: Optional[str] = None,
-    backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
     mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B1: MiT-B1 encoder, decoder width 256. Arguments as ``segformer_b0``."""
-    return _segformer("B1", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
+    return _segformer("B1", num_classes, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
 def segformer_b2(
     num_classes: int,
-    pretrained: Optional[str] = None,
-    backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
     mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B2: MiT-B2 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B2", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
+    return _segformer("B2", num_classes, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
 def segformer_b3(
     num_classes: int,
-    pretrained: Optional[str] = None,
-    backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
     mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B3: MiT-B3 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B3", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
+    return _segformer("B3", num_classes, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
 def segformer_b4(
     num_classes: int,
-    pretrained: Optional[str] = None,
-    backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
     mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B4: MiT-B4 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B4", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
+    return _segformer("B4", num_classes, drop_path_rate, align_corners, mmseg_head)
 
 
 @MODELS.register
 def segformer_b5(
     num_classes: int,
-    pretrained: Optional[str] = None,
-    backbone_pretrained: Optional[str] = None,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
     mmseg_head: bool = False,
 ) -> SegFormer:
     """SegFormer-B5: MiT-B5 encoder, decoder width 768. Arguments as ``segformer_b0``."""
-    return _segformer("B5", num_classes, pretrained, backbone_pretrained, drop_path_rate, align_corners, mmseg_head)
+    return _segformer("B5", num_classes, drop_path_rate, align_corners, mmseg_head)

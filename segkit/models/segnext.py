@@ -42,10 +42,11 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.models.base import SegModel, load_pretrained
+from segkit.models.base import SegModel
 from segkit.models.layers import drop_path
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS, did_you_mean
+from segkit.weights import Tolerance
 
 __all__ = ["MSCAN", "LightHamHead", "SegNeXt", "remap_checkpoint_keys"]
 
@@ -236,14 +237,15 @@ class MSCAN(nn.Layer):
         atten_kernel_sizes: strip-convolution lengths of the attention (PaddleSeg's name).
         drop_rate: MLP dropout.
         drop_path_rate: stochastic-depth rate of the last block (rising linearly from 0).
-        pretrained: weights for the backbone (path, URL or zip): an ImageNet ``mscan_*`` file (official,
-            mmseg or PaddleSeg; its classifier is dropped), or the backbone of a whole SegNeXt checkpoint.
     """
+
+    # Pretrained (ImageNet) weights carry a classification head, which a backbone does not have.
+    pretrained_tolerance = Tolerance(unexpected=("head",))
 
     def __init__(self, in_channels: int = 3, embed_dims: Sequence[int] = (32, 64, 160, 256),
                  depths: Sequence[int] = (3, 3, 5, 2), mlp_ratios: Sequence[float] = (8, 8, 4, 4),
                  atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.1, pretrained: Optional[str] = None):
+                 drop_path_rate: float = 0.1):
         super().__init__()
         if not len(embed_dims) == len(depths) == len(mlp_ratios):
             raise ConfigError(
@@ -262,8 +264,6 @@ class MSCAN(nn.Layer):
         self.stages = nn.LayerList(stages)
         self.out_channels: List[int] = list(embed_dims)
         self.out_strides: List[int] = [4 * 2**i for i in range(len(embed_dims))]
-        # ImageNet checkpoints carry a classification head, which a backbone does not have.
-        load_pretrained(self, pretrained, allow_unexpected=("head",))
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -288,37 +288,37 @@ class MSCAN(nn.Layer):
 @BACKBONES.register
 def MSCAN_T(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
-            drop_path_rate: float = 0.1, pretrained: Optional[str] = None) -> MSCAN:
+            drop_path_rate: float = 0.1) -> MSCAN:
     """MSCAN-T: channels 32 / 64 / 160 / 256, depths 3 / 3 / 5 / 2 (other arguments as MSCAN)."""
     return MSCAN(in_channels, (32, 64, 160, 256), (3, 3, 5, 2), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate, pretrained)
+                 drop_path_rate)
 
 
 @BACKBONES.register
 def MSCAN_S(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
-            drop_path_rate: float = 0.1, pretrained: Optional[str] = None) -> MSCAN:
+            drop_path_rate: float = 0.1) -> MSCAN:
     """MSCAN-S: channels 64 / 128 / 320 / 512, depths 2 / 2 / 4 / 2 (other arguments as MSCAN)."""
     return MSCAN(in_channels, (64, 128, 320, 512), (2, 2, 4, 2), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate, pretrained)
+                 drop_path_rate)
 
 
 @BACKBONES.register
 def MSCAN_B(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
-            drop_path_rate: float = 0.1, pretrained: Optional[str] = None) -> MSCAN:
+            drop_path_rate: float = 0.1) -> MSCAN:
     """MSCAN-B: channels 64 / 128 / 320 / 512, depths 3 / 3 / 12 / 3 (other arguments as MSCAN)."""
     return MSCAN(in_channels, (64, 128, 320, 512), (3, 3, 12, 3), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate, pretrained)
+                 drop_path_rate)
 
 
 @BACKBONES.register
 def MSCAN_L(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
-            drop_path_rate: float = 0.3, pretrained: Optional[str] = None) -> MSCAN:
+            drop_path_rate: float = 0.3) -> MSCAN:
     """MSCAN-L: channels 64 / 128 / 320 / 512, depths 3 / 5 / 27 / 3, drop path 0.3 (other arguments as MSCAN)."""
     return MSCAN(in_channels, (64, 128, 320, 512), (3, 5, 27, 3), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate, pretrained)
+                 drop_path_rate)
 
 
 # ----------------------------------------------------------------------------- Hamburger decoder
@@ -538,14 +538,14 @@ class SegNeXt(SegModel):
         decoder_cfg: LightHamHead settings: channels, ham_channels, ham_kwargs, dropout_rate,
             align_corners, num_groups (PaddleSeg's keys).
         backbone_indices: which backbone outputs feed the decoder; the first sets its resolution.
-        pretrained: weights for the whole model (path, URL or zip; PaddleSeg or segkit keys); a
-            classifier of another shape is left at its initial values.
     """
 
     num_outputs = 1
+    # Pretrained whole-model weights may have a classifier of another shape (left at its initial values).
+    pretrained_tolerance = Tolerance(shape_mismatch=("head.classifier",))
 
     def __init__(self, backbone: nn.Layer, num_classes: int, decoder_cfg: Optional[Dict] = None,
-                 backbone_indices: Sequence[int] = (1, 2, 3), pretrained: Optional[str] = None):
+                 backbone_indices: Sequence[int] = (1, 2, 3)):
         super().__init__()
         decoder_cfg = dict(decoder_cfg or {})
         for key in decoder_cfg:
@@ -565,7 +565,6 @@ class SegNeXt(SegModel):
         self.backbone_indices = list(backbone_indices)
         self.head = LightHamHead([backbone.out_channels[i] for i in self.backbone_indices], num_classes, **decoder_cfg)
         self.output_align_corners = self.head.align_corners
-        load_pretrained(self, pretrained, allow_shape_mismatch=("head.classifier",))
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -682,30 +681,30 @@ def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]
 # ----------------------------------------------------------------------------- variants
 
 
-def _segnext(backbone: nn.Layer, num_classes: int, width: int, rank: int, pretrained: Optional[str]) -> SegNeXt:
+def _segnext(backbone: nn.Layer, num_classes: int, width: int, rank: int) -> SegNeXt:
     decoder_cfg = {"channels": width, "ham_channels": width, "ham_kwargs": {"MD_R": rank}}
-    return SegNeXt(backbone, num_classes, decoder_cfg, pretrained=pretrained)
+    return SegNeXt(backbone, num_classes, decoder_cfg)
 
 
 @MODELS.register
-def segnext_t(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+def segnext_t(num_classes: int) -> SegNeXt:
     """SegNeXt-T: MSCAN-T, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
-    return _segnext(MSCAN_T(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
+    return _segnext(MSCAN_T(), num_classes, 256, 16)
 
 
 @MODELS.register
-def segnext_s(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+def segnext_s(num_classes: int) -> SegNeXt:
     """SegNeXt-S: MSCAN-S, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
-    return _segnext(MSCAN_S(pretrained=backbone_pretrained), num_classes, 256, 16, pretrained)
+    return _segnext(MSCAN_S(), num_classes, 256, 16)
 
 
 @MODELS.register
-def segnext_b(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+def segnext_b(num_classes: int) -> SegNeXt:
     """SegNeXt-B: MSCAN-B, official decoder 512 / 512, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
-    return _segnext(MSCAN_B(pretrained=backbone_pretrained), num_classes, 512, 64, pretrained)
+    return _segnext(MSCAN_B(), num_classes, 512, 64)
 
 
 @MODELS.register
-def segnext_l(num_classes: int, pretrained: Optional[str] = None, backbone_pretrained: Optional[str] = None) -> SegNeXt:
+def segnext_l(num_classes: int) -> SegNeXt:
     """SegNeXt-L: MSCAN-L, official decoder 1024 / 1024, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
-    return _segnext(MSCAN_L(pretrained=backbone_pretrained), num_classes, 1024, 64, pretrained)
+    return _segnext(MSCAN_L(), num_classes, 1024, 64)

@@ -40,6 +40,8 @@ def reader_for(path: str) -> Reader:
         return read_torch
     if path.endswith(".safetensors"):
         return read_safetensors
+    if path.endswith(".npz"):
+        return read_npz
     return read_paddle
 
 
@@ -58,6 +60,15 @@ def read_safetensors(path: str) -> Dict[str, np.ndarray]:
             f"{path}: not a readable .safetensors file ({exc}). A bfloat16 file needs converting to float32 "
             "first (e.g. with transformers: model.float().save_pretrained(folder))."
         ) from exc
+
+
+def read_npz(path: str) -> Dict[str, np.ndarray]:
+    """A NumPy ``.npz`` archive's numeric arrays (no pickled objects are read)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files if np.issubdtype(archive[k].dtype, np.number)}
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable .npz file ({exc}).") from exc
 
 
 def read_paddle(path: str) -> Dict[str, np.ndarray]:

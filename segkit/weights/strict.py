@@ -38,6 +38,38 @@ class LoadReport:
         return "\n  ".join(lines)
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """Named differences a weights file may have from the layer it loads into (key prefixes).
+
+    A layer class declares the differences its ``pretrained`` weights may have as the class
+    attribute ``pretrained_tolerance`` (e.g. a classifier trained for another number of classes,
+    an ImageNet head); whole-model checkpoints (``--model_path``, resume) tolerate none.
+
+    Attributes:
+        missing: prefixes the file may lack (they keep their initial values).
+        unexpected: prefixes in the file that are dropped.
+        shape_mismatch: prefixes whose shapes may differ (they keep their initial values).
+        foreign: also drop every key under a top-level name the layer does not have (an
+            ImageNet classifier with upstream names, say).
+    """
+
+    missing: Tuple[str, ...] = ()
+    unexpected: Tuple[str, ...] = ()
+    shape_mismatch: Tuple[str, ...] = ()
+    foreign: bool = False
+
+    def unexpected_in(self, layer: paddle.nn.Layer, state: Dict[str, np.ndarray]) -> Tuple[str, ...]:
+        """The prefixes to drop from ``state`` (already in the layer's names) for ``layer``."""
+        if not self.foreign:
+            return self.unexpected
+        roots = {key.split(".")[0] for key in layer.state_dict()}
+        return self.unexpected + tuple(sorted({k.split(".")[0] for k in state} - roots))
+
+
+STRICT = Tolerance()
+
+
 def _matches(key: str, prefixes: Iterable[str]) -> bool:
     return any(key == p or key.startswith(p.rstrip(".") + ".") for p in prefixes)
 
@@ -97,10 +129,3 @@ def load_weights(
     for key, value in to_set.items():
         own[key].set_value(value.astype(paddle_dtype_to_numpy(own[key].dtype)))
     return report
-
-
-def load_model_file(layer: paddle.nn.Layer, location: str) -> LoadReport:
-    """Load a whole-model checkpoint (path, folder, URL or archive) strictly into ``layer``."""
-    from segkit.weights.formats import read_state_dict
-
-    return load_weights(layer, read_state_dict(location), source=location)
