@@ -1,5 +1,6 @@
 """Palettes, pseudo-colour label images and overlays."""
 
+import dataclasses
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -74,6 +75,35 @@ def _text_size(draw, text: str, typeface) -> tuple:
     return right - left, bottom - top
 
 
+@dataclasses.dataclass
+class _HeatmapLayout:
+    """Where the parts of a confusion heat map go (pixels)."""
+
+    n: int
+    cell: int
+    name_w: int
+    pad: int = 10
+    title_h: int = 48
+    axis_h: int = 22
+    bar_w: int = 70
+
+    @property
+    def grid(self) -> int:
+        return self.n * self.cell
+
+    @property
+    def left(self) -> int:
+        return self.pad + self.axis_h + self.name_w
+
+    @property
+    def top(self) -> int:
+        return self.pad + self.title_h + self.axis_h + self.name_w
+
+    @property
+    def bar_h(self) -> int:
+        return min(self.grid, 300)
+
+
 def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str = "") -> Image.Image:
     """A heat map of ``matrix[label, prediction]`` with class names on both axes.
 
@@ -99,28 +129,30 @@ def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str
     label_font = font(int(np.clip(cell * 0.8, 10, 15)))
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     names = [f"{i} {name}" for i, name in enumerate(class_names)]
-    name_w = max(_text_size(measure, s, label_font)[0] for s in names) + 8
-    pad, title_h, axis_h, bar_w = 10, 48, 22, 70
-    grid = n * cell
-    left = pad + axis_h + name_w
-    top = pad + title_h + axis_h + name_w
-    bar_h = min(grid, 300)
-    title_w = _text_size(measure, title or "Confusion matrix", font(16))[0] + 2 * pad
-    width = max(left + grid + pad + bar_w + pad, title_w, 520)
-    height = top + max(grid, bar_h + 70) + pad
+    box = _HeatmapLayout(n, cell, max(_text_size(measure, s, label_font)[0] for s in names) + 8)
+    title = title or "Confusion matrix"
+    title_w = _text_size(measure, title, font(16))[0] + 2 * box.pad
+    width = max(box.left + box.grid + box.pad + box.bar_w + box.pad, title_w, 520)
+    height = box.top + max(box.grid, box.bar_h + 70) + box.pad
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
+    _heatmap_cells(canvas, draw, box, share, rows[:, 0] > 0)
+    _heatmap_names(canvas, draw, box, names, label_font)
+    _heatmap_titles(canvas, draw, box, title)
+    _heatmap_colour_bar(canvas, draw, box)
+    return canvas
 
-    # The cells: one colour per cell, drawn by upscaling the n x n colour array.
+
+def _heatmap_cells(canvas, draw, box: _HeatmapLayout, share: np.ndarray, labelled: np.ndarray) -> None:
+    """One colour per cell (the n x n colour array upscaled), percentages when they fit, grid lines."""
+    n, cell, left, top = box.n, box.cell, box.left, box.top
     colours = ramp_colours(share)
-    colours[rows[:, 0] == 0] = _NO_PIXELS
-    canvas.paste(Image.fromarray(colours).resize((grid, grid), Image.NEAREST), (left, top))
+    colours[~labelled] = _NO_PIXELS
+    canvas.paste(Image.fromarray(colours).resize((box.grid, box.grid), Image.NEAREST), (left, top))
     if cell >= 28:  # room to print the percentage in each cell
         value_font = font(max(9, cell // 3))
-        for r in range(n):
+        for r in np.flatnonzero(labelled):
             for c in range(n):
-                if rows[r, 0] == 0:
-                    continue
                 text = f"{100 * share[r, c]:.0f}"
                 tw, th = _text_size(draw, text, value_font)
                 fill = "white" if share[r, c] > 0.5 else (60, 60, 60)
@@ -129,35 +161,47 @@ def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str
     # guides the eye without washing out the colours.
     step = 1 if cell >= 20 else 10
     for k in list(range(0, n, step)) + [n]:
-        draw.line([(left, top + k * cell), (left + grid, top + k * cell)], fill=(190, 190, 190))
-        draw.line([(left + k * cell, top), (left + k * cell, top + grid)], fill=(190, 190, 190))
+        draw.line([(left, top + k * cell), (left + box.grid, top + k * cell)], fill=(190, 190, 190))
+        draw.line([(left + k * cell, top), (left + k * cell, top + box.grid)], fill=(190, 190, 190))
 
-    # Row names (labels) right-aligned left of the grid; column names (predictions) rotated above it.
+
+def _heatmap_names(canvas, draw, box: _HeatmapLayout, names: Sequence[str], label_font) -> None:
+    """Row names (labels) right-aligned left of the grid; column names (predictions) rotated above it."""
+    from PIL import ImageDraw
+
+    cell = box.cell
     for i, text in enumerate(names):
         tw, th = _text_size(draw, text, label_font)
-        draw.text((left - tw - 4, top + i * cell + (cell - th) / 2 - 2), text, fill="black", font=label_font)
-    column = Image.new("RGB", (name_w, grid), "white")
+        draw.text((box.left - tw - 4, box.top + i * cell + (cell - th) / 2 - 2), text, fill="black", font=label_font)
+    column = Image.new("RGB", (box.name_w, box.grid), "white")
     column_draw = ImageDraw.Draw(column)
     for i, text in enumerate(names):
         th = _text_size(column_draw, text, label_font)[1]
         column_draw.text((4, i * cell + (cell - th) / 2 - 2), text, fill="black", font=label_font)
-    canvas.paste(column.rotate(90, expand=True), (left, top - name_w))
+    canvas.paste(column.rotate(90, expand=True), (box.left, box.top - box.name_w))
 
-    # Axis titles and the title.
+
+def _heatmap_titles(canvas, draw, box: _HeatmapLayout, title: str) -> None:
+    """The axis titles, the title and the line saying how to read the map."""
+    from PIL import ImageDraw
+
     axis_font = font(16)
     text = "prediction"
-    draw.text((left + (grid - _text_size(draw, text, axis_font)[0]) / 2, pad + title_h), text, fill="black", font=axis_font)
-    side = Image.new("RGB", (grid, axis_h), "white")
+    draw.text((box.left + (box.grid - _text_size(draw, text, axis_font)[0]) / 2, box.pad + box.title_h), text,
+              fill="black", font=axis_font)
+    side = Image.new("RGB", (box.grid, box.axis_h), "white")
     side_draw = ImageDraw.Draw(side)
     text = "label"
-    side_draw.text(((grid - _text_size(side_draw, text, axis_font)[0]) / 2, 0), text, fill="black", font=axis_font)
-    canvas.paste(side.rotate(90, expand=True), (pad, top))
-    draw.text((pad, pad), title or "Confusion matrix", fill="black", font=font(16))
-    note = "rows: label, columns: prediction; colour" + (" and number" if cell >= 28 else "") + ": % of the row's pixels"
-    draw.text((pad, pad + 22), note, fill=(70, 70, 70), font=font(13))
+    side_draw.text(((box.grid - _text_size(side_draw, text, axis_font)[0]) / 2, 0), text, fill="black", font=axis_font)
+    canvas.paste(side.rotate(90, expand=True), (box.pad, box.top))
+    draw.text((box.pad, box.pad), title, fill="black", font=font(16))
+    note = "rows: label, columns: prediction; colour" + (" and number" if box.cell >= 28 else "") + ": % of the row's pixels"
+    draw.text((box.pad, box.pad + 22), note, fill=(70, 70, 70), font=font(13))
 
-    # Colour bar from 0 % (bottom) to 100 % (top).
-    bar_x = left + grid + pad
+
+def _heatmap_colour_bar(canvas, draw, box: _HeatmapLayout) -> None:
+    """The colour bar from 0 % (bottom) to 100 % (top), and the colour of rows without labelled pixels."""
+    bar_x, top, bar_h = box.left + box.grid + box.pad, box.top, box.bar_h
     ramp = ramp_colours(np.linspace(1, 0, bar_h))[:, None, :].repeat(16, axis=1)
     canvas.paste(Image.fromarray(ramp), (bar_x, top))
     draw.rectangle([bar_x, top, bar_x + 15, top + bar_h - 1], outline=(120, 120, 120))
@@ -166,7 +210,6 @@ def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str
     draw.text((bar_x + 20, top + bar_h - 10), "0%", fill="black", font=small)
     draw.rectangle([bar_x, top + bar_h + 16, bar_x + 15, top + bar_h + 31], fill=_NO_PIXELS, outline=(120, 120, 120))
     draw.text((bar_x + 20, top + bar_h + 16), "no\nlabel\npixels", fill="black", font=small)
-    return canvas
 
 
 IGNORED_COLOUR = (255, 255, 255)  # pixels that are no class (the ignore index): white, as no palette's class 0 is
