@@ -99,6 +99,51 @@ class ConfusionMeter:
         return metrics_from_confusion(self.matrix)
 
 
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the boolean labels ``positive`` (NaN with one class only).
+
+    This is the Mann-Whitney statistic with tied scores counting half, the value of scikit-learn's
+    ``roc_auc_score`` that PaddleSeg's ``--auc_roc`` prints.
+    """
+    positive = np.asarray(positive, dtype=bool).ravel()
+    num_pos = int(positive.sum())
+    num_neg = positive.size - num_pos
+    if num_pos == 0 or num_neg == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(np.asarray(scores).ravel(), return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each distinct score
+    rank_sum = float(mean_rank[inverse][positive].sum())
+    return (rank_sum - num_pos * (num_pos + 1) / 2.0) / (num_pos * num_neg)
+
+
+class AucMeter:
+    """Collects the class-1 probability and label of every labelled pixel, for ``roc_auc`` (binary segmentation).
+
+    Exact, like PaddleSeg's, at 5 bytes per labelled pixel (PaddleSeg keeps every class's
+    probability and the label: 16 bytes per pixel for two classes).
+
+    Args:
+        ignore_index: label value to skip.
+    """
+
+    def __init__(self, ignore_index: int = 255):
+        self.ignore_index = ignore_index
+        self.scores: List[np.ndarray] = []
+        self.positive: List[np.ndarray] = []
+
+    def update(self, prob_positive: np.ndarray, label: np.ndarray) -> None:
+        """Add one image: its class-1 probabilities [H, W] and label [H, W]."""
+        keep = label != self.ignore_index
+        self.scores.append(prob_positive[keep].astype(np.float32))
+        self.positive.append(label[keep] == 1)
+
+    def compute(self) -> float:
+        """The ROC AUC over everything added so far."""
+        if not self.scores:
+            return float("nan")
+        return roc_auc(np.concatenate(self.scores), np.concatenate(self.positive))
+
+
 def image_miou(cm: np.ndarray) -> float:
     """mIoU of one image over the classes present in its label or prediction."""
     tp = np.diag(cm)

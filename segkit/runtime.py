@@ -1,9 +1,11 @@
-"""Process-wide runtime settings: compute threads and the C allocator.
+"""Process-wide runtime settings: the device, compute threads and the C allocator.
 
 These change the whole process, so the library never applies them by itself: the tools call them
 once at start-up (``tools/train.py``, ``tools/val.py``, ``tools/predict.py``), and a program using
 segkit as a library may call them too.
 
+* Device. ``--device cpu|gpu|xpu|npu|mlu`` as in PaddleSeg; unlike PaddleSeg, which silently
+  falls back to the CPU, a device this Paddle build cannot use is an error saying so.
 * Threads. Paddle's dygraph runs every CPU op on **one** thread unless told otherwise (the
   ``FLAGS_paddle_num_threads`` flag does not change it; ``core.set_num_threads`` does), so by
   default the tools use every core this process may run on. With several ranks on one machine the
@@ -98,12 +100,52 @@ def worker_init(worker_id: int) -> None:  # noqa: ARG001 (the DataLoader's worke
     set_threads(1)
 
 
-def configure_process(threads: Optional[int] = None) -> int:
+DEVICES = ("cpu", "gpu", "xpu", "npu", "mlu")
+
+
+def _device_missing(device: str) -> Optional[str]:
+    """Why this Paddle build cannot run on ``device``, or None when it can."""
+    import paddle
+
+    if device == "gpu":
+        if not paddle.device.is_compiled_with_cuda():
+            return "it is built without CUDA (install paddlepaddle-gpu)"
+        if paddle.device.cuda.device_count() == 0:
+            return "it sees no GPU (check CUDA_VISIBLE_DEVICES and the driver)"
+    elif device == "xpu" and not paddle.device.is_compiled_with_xpu():
+        return "it is built without XPU support (install the XPU build of Paddle)"
+    elif device in ("npu", "mlu") and device not in paddle.device.get_all_custom_device_type():
+        return f"no {device.upper()} plug-in is installed (install Paddle's custom-device package for it)"
+    return None
+
+
+def set_device(device: Optional[str] = None) -> str:
+    """Run on ``device`` (PaddleSeg's ``--device``); None keeps Paddle's default. Returns the device used.
+
+    Raises:
+        ConfigError: an unknown device, or one this Paddle build cannot use.
+    """
+    import paddle
+
+    if device is None:
+        return paddle.get_device()
+    if device not in DEVICES:
+        raise ConfigError(f"--device {device}: expected one of {', '.join(DEVICES)}.")
+    reason = _device_missing(device)
+    if reason:
+        raise ConfigError(f"--device {device}: this Paddle build ({paddle.__version__}) cannot run on "
+                          f"{device.upper()}: {reason}; or use --device cpu.")
+    paddle.set_device(device)
+    return paddle.get_device()
+
+
+def configure_process(threads: Optional[int] = None, device: Optional[str] = None) -> int:
     """Apply every process-wide setting of a tool; returns the number of compute threads.
 
     The one call each tool makes at start (train, val and predict alike), so evaluation during
     training runs under the same settings as ``tools/val.py``.
     """
+    set_device(device)
     threads = set_threads(threads)
     return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
     return threads

@@ -49,7 +49,7 @@ def test_predict_folder_keeps_relative_paths_and_class_ids(trained, scenes_root,
     colour = Image.open(out / "pseudo_color_prediction" / "sub" / "0000.png")
     assert colour.mode == "P" and colour.size == (160, 160)
     assert np.asarray(colour).max() < 6
-    assert (out / "added_prediction" / "sub" / "0001.jpg").exists()
+    assert (out / "added_prediction" / "sub" / "0001.png").exists()  # the input's name, as PaddleSeg
 
 
 def test_custom_color_must_cover_every_class(trained, scenes_root, tmp_path):

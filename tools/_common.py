@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from segkit.errors import SegkitError  # noqa: E402
+from segkit.errors import ConfigError, SegkitError  # noqa: E402
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -19,10 +19,53 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    """``--threads``, common to the tools that run a model."""
+    """``--device`` and ``--threads``, common to the tools that run a model."""
+    parser.add_argument("--device", default=None, help="cpu, gpu, xpu, npu or mlu (default: Paddle's, the GPU "
+                        "when this build has one); a device this Paddle build lacks is an error")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU compute threads per process (default: every available core, shared between the "
                              "processes of a distributed launch)")
+
+
+def yes_no(text: str) -> bool:
+    """A boolean flag value as PaddleSeg users type it: True/False, true/false, 1/0, yes/no."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+
+
+class _NotSupported(argparse.Action):
+    """A PaddleSeg flag segkit deliberately lacks: one line saying so and what to do instead."""
+
+    def __init__(self, option_strings, dest, advice: str, accepted=(), **kwargs):
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, **kwargs)
+        self.advice, self.accepted = advice, accepted
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values in self.accepted:
+            return
+        given = f"{option_string} {values}" if values is not None else option_string
+        raise ConfigError(f"{given}: segkit does not support this PaddleSeg flag; {self.advice}")
+
+
+# PaddleSeg flags segkit deliberately lacks, and what to do instead. --data_format NCHW (PaddleSeg's
+# default) is accepted and changes nothing.
+NOT_SUPPORTED = {
+    "--data_format": ("models run in NCHW only (PaddleSeg supports NHWC for DeepLabV3P alone); drop the flag.",
+                      ("NCHW",)),
+    "--profiler_options": ("profile with python -m cProfile tools/train.py ... or paddle.profiler in your own script.",
+                           ()),
+}
+
+
+def add_not_supported_args(parser: argparse.ArgumentParser, *flags: str) -> None:
+    """Register PaddleSeg ``flags`` that segkit lacks, so they fail with one clear line (exit 2)."""
+    for flag in flags:
+        advice, accepted = NOT_SUPPORTED[flag]
+        parser.add_argument(flag, action=_NotSupported, advice=advice, accepted=accepted, help=argparse.SUPPRESS)
 
 
 def apply_runtime(args) -> int:
@@ -30,7 +73,7 @@ def apply_runtime(args) -> int:
     from segkit import runtime
     from segkit.logger import logger
 
-    threads = runtime.configure_process(args.threads)
+    threads = runtime.configure_process(args.threads, args.device)
     logger.info(f"Compute threads: {threads} (of {runtime.available_cores()} available cores; --threads to change).")
     return threads
 

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from _common import add_config_args, run_cli
+from _common import add_config_args, add_runtime_args, apply_runtime, run_cli
 
 from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.export import export_model
@@ -27,11 +27,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="what the exported program returns (default: argmax label map)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the fixed random parts (SegNeXt's NMF bases), as val.py / predict.py --seed")
+    add_runtime_args(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    apply_runtime(args)
     cfg = load_config(args.config, args.opts, sections=INFERENCE_SECTIONS)
     model = cfg.build_model(pretrained=not args.model_path)
     if args.model_path:

@@ -23,6 +23,8 @@ def main(argv=None):
                         help="also write side_by_side/<name>.png: image | prediction [| label] and a legend of the classes present")
     parser.add_argument("--label_path", help="with --side_by_side: a label file (one image) or a folder of labels "
                         "named like the images, in training ids")
+    parser.add_argument("--save_probabilities", action="store_true",
+                        help="also write probabilities/<name>.npy: float16 [classes, H, W], each pixel's class probabilities")
     args = parser.parse_args(argv)
     if args.label_path and not args.side_by_side:
         parser.error("--label_path is only used by --side_by_side; add --side_by_side or drop --label_path")
@@ -40,7 +42,8 @@ def main(argv=None):
     seed_inference(model, args.seed)
     labels = match_labels(images, root, args.label_path) if args.label_path else None
     writer = PredictionWriter(args.save_dir, root, palette_array(colours, num_classes), cfg.class_names(),
-                              side_by_side=args.side_by_side, labels=labels, ignore_index=cfg.ignore_index())
+                              side_by_side=args.side_by_side, labels=labels, ignore_index=cfg.ignore_index(),
+                              save_probabilities=args.save_probabilities)
     predict(model, transforms, images, writer, test_cfg)
 
 

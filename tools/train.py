@@ -7,7 +7,7 @@ On several GPUs (or CPU processes) start it through Paddle's launcher, e.g.
 
 import argparse
 
-from _common import add_config_args, add_runtime_args, apply_runtime, run_cli
+from _common import add_config_args, add_not_supported_args, add_runtime_args, apply_runtime, run_cli
 
 from segkit.config import load_config
 from segkit.engine.train import Trainer, TrainOptions
@@ -34,8 +34,12 @@ def parse_args(argv=None):
     parser.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay per step")
     parser.add_argument("--accumulate_steps", type=int, default=1,
                         help="micro-batches of batch_size per optimizer step (the effective batch is multiplied by it)")
+    parser.add_argument("--early_stop_intervals", type=int, default=None, metavar="N",
+                        help="with --do_eval: stop after N evaluations below the best mIoU (best_model is kept)")
+    parser.add_argument("--repeats", type=int, default=1, help="repeat the training samples N times in each epoch")
     parser.add_argument("--sync_bn", action="store_true", help="BatchNorm statistics over all processes (GPUs only)")
     add_runtime_args(parser)
+    add_not_supported_args(parser, "--data_format", "--profiler_options")
     return parser.parse_args(argv)
 
 

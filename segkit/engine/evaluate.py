@@ -12,13 +12,13 @@ import paddle.distributed as dist
 from paddle import nn
 
 from segkit.config import TestConfig
-from segkit.engine.inference import predict_classes
+from segkit.engine.inference import classes_and_probabilities, predict_classes
 from segkit.engine.loader import GuardedDataset, guarded_loader, raise_on_any_rank
 from segkit.engine.report import FirstImages, WorstImages
-from segkit.errors import SegkitError
+from segkit.errors import ConfigError, SegkitError
 from segkit.logger import logger
 from segkit.runtime import worker_init
-from segkit.metrics import ConfusionMeter, image_miou, per_class_records, per_class_table
+from segkit.metrics import AucMeter, ConfusionMeter, image_miou, per_class_records, per_class_table
 from segkit.progress import track
 from segkit.visualize import confusion_heatmap
 
@@ -68,20 +68,41 @@ def _gather_counts(meter: ConfusionMeter) -> None:
 
 
 def evaluate_sample(model: nn.Layer, sample: dict, meter: ConfusionMeter, test_config: TestConfig,
-                    keepers: Sequence = ()) -> Dict[str, object]:
-    """Predict one sample, add it to ``meter``, offer it to each of ``keepers`` (e.g. ``WorstImages``)
-    and return its per-image record."""
+                    keepers: Sequence = (), auc: Optional[AucMeter] = None) -> Dict[str, object]:
+    """Predict one sample, add it to ``meter`` (and ``auc``), offer it to each of ``keepers`` (e.g.
+    ``WorstImages``) and return its per-image record."""
     image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
     image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
-    pred = predict_classes(model, image, sample.get("trans_info", []), test_config)
-    del image
     label = np.asarray(sample["label"])
     label = label[0] if label.ndim == 3 else label
+    if auc is None:
+        pred = predict_classes(model, image, sample.get("trans_info", []), test_config)
+    else:
+        pred, probs = classes_and_probabilities(model, image, sample.get("trans_info", []), test_config)
+        auc.update(probs[1].numpy(), label)
+        del probs
+    del image
     cm = meter.update(pred, label)
     record = {"image": sample.get("img_path", str(meter.count - 1)), "mIoU": image_miou(cm)}
     for keeper in keepers:
         keeper.offer(record["mIoU"], record["image"], pred, label)
     return record
+
+
+def check_auc_roc(dataset) -> None:
+    """The ROC AUC (PaddleSeg's ``--auc_roc``) is defined here for binary segmentation only."""
+    if dataset.num_classes != 2:
+        raise ConfigError(f"--auc_roc: needs binary segmentation (2 classes); this dataset has {dataset.num_classes}.")
+
+
+def _gathered_auc(auc: AucMeter) -> float:
+    """The ROC AUC over every rank's pixels."""
+    if dist.get_world_size() > 1:
+        gathered: List[AucMeter] = []
+        dist.all_gather_object(gathered, (auc.scores, auc.positive))
+        auc.scores = [a for scores, _ in gathered for a in scores]
+        auc.positive = [a for _, positive in gathered for a in positive]
+    return auc.compute()
 
 
 def evaluate(
@@ -92,6 +113,7 @@ def evaluate(
     print_detail: bool = True,
     keep_worst: int = 0,
     show_images: int = 0,
+    auc_roc: bool = False,
 ) -> Dict[str, object]:
     """Evaluate ``model`` on ``dataset`` (mode 'val'); returns the metrics plus per-image mIoU.
 
@@ -104,8 +126,14 @@ def evaluate(
     kept in ``result['worst']`` (worst first) for the report page (``segkit.engine.report``), and
     with ``show_images=n`` those of this rank's first ``n`` images in ``result['shown']`` (the
     fixed images VisualDL shows at every evaluation during training).
+
+    With ``auc_roc`` (two classes only) ``result['auc_roc']`` is the area under the ROC curve of the
+    class-1 probability over every labelled pixel, as PaddleSeg's ``--auc_roc``.
     """
     test_config = test_config or TestConfig()
+    if auc_roc:
+        check_auc_roc(dataset)
+    auc = AucMeter(dataset.ignore_index) if auc_roc else None
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(dataset.num_classes, dataset.ignore_index)
@@ -118,7 +146,7 @@ def evaluate(
     error = None
     try:
         for sample in track(eval_loader(dataset, num_workers), share, "[EVAL]", "img", enabled=print_detail):
-            per_image.append(evaluate_sample(model, sample, meter, test_config, (worst, first)))
+            per_image.append(evaluate_sample(model, sample, meter, test_config, (worst, first), auc))
             del sample  # not held while the next image is read
     except SegkitError as exc:
         error = exc  # raised below, once every rank knows (no rank waits in _gather_counts)
@@ -134,6 +162,8 @@ def evaluate(
     result["worst"] = worst.worst_first()
     result["shown"] = first.records
     result["seconds"] = time.time() - start
+    if auc is not None:
+        result["auc_roc"] = _gathered_auc(auc)
     if print_detail:
         log_result(result, getattr(dataset, "class_names", None))
     return result
@@ -144,6 +174,7 @@ def log_result(result: Dict[str, object], class_names: Optional[List[str]] = Non
     logger.info(
         f"[EVAL] #Images: {result['num_images']} mIoU: {result['mIoU']:.4f} Acc: {result['Acc']:.4f} "
         f"Kappa: {result['Kappa']:.4f} Dice: {result['Dice']:.4f}"
+        + (f" Auc_roc: {result['auc_roc']:.4f}" if "auc_roc" in result else "")
     )
     for title, key in (("IoU", "class_iou"), ("Precision", "class_precision"), ("Recall", "class_recall")):
         logger.info(f"[EVAL] Class {title}: \n{np.round(result[key], 4)}")
@@ -168,7 +199,7 @@ def write_reports(result: Dict[str, object], save_dir: str, class_names: Optiona
     n = len(result["class_iou"])
     names = list(class_names or [f"class_{i}" for i in range(n)])
     per_class = per_class_records(result, names)
-    summary = {k: result[k] for k in ("mIoU", "Acc", "Kappa", "Dice", "num_images")}
+    summary = {k: result[k] for k in ("mIoU", "Acc", "Kappa", "Dice", "auc_roc", "num_images") if k in result}
     written = []
 
     def target(name: str) -> str:

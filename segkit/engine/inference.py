@@ -188,3 +188,15 @@ def predict_classes(model: nn.Layer, image: paddle.Tensor, trans_info: Sequence,
         return reverse_transform(t, trans_info, mode="bilinear")
 
     return exact_class_map(logits, finish, resize_stage(size) + reverse_stages(trans_info, size))
+
+
+@paddle.no_grad()
+def classes_and_probabilities(model: nn.Layer, image: paddle.Tensor, trans_info: Sequence,
+                              cfg: TestConfig) -> Tuple[np.ndarray, paddle.Tensor]:
+    """The class map [H, W] (int64) and the class probabilities [C, H, W] of one transformed image at
+    its original size: the softmax of ``infer_image``'s logits, or with ``aug_eval`` its summed
+    probabilities normalised. For ``--auc_roc`` and ``--save_probabilities``, which need every
+    class at full resolution; ``predict_classes`` is cheaper for the class map alone."""
+    output = infer_image(model, image, trans_info, cfg)
+    probs = output / output.sum(axis=1, keepdim=True) if cfg.aug_eval else F.softmax(output, axis=1)
+    return paddle.argmax(output, axis=1)[0].numpy(), probs[0]

@@ -1,5 +1,6 @@
 """Prediction on image files: pseudo-colour PNGs and overlays, keeping the inputs' relative paths;
-on request side-by-side PNGs (image, prediction, label) with a legend of the classes present."""
+on request side-by-side PNGs (image, prediction, label) with a legend of the classes present, and
+the class probabilities as float16 ``.npy`` files."""
 
 import dataclasses
 import os
@@ -11,7 +12,7 @@ import paddle
 from paddle import nn
 
 from segkit.config import TestConfig
-from segkit.engine.inference import predict_classes
+from segkit.engine.inference import classes_and_probabilities, predict_classes
 from segkit.errors import DatasetError
 from segkit.logger import logger
 from segkit.progress import track
@@ -132,10 +133,11 @@ class Prediction:
     path: str
     label_map: np.ndarray  # [H, W] uint8 class ids
     num_classes: int
+    probabilities: Optional[np.ndarray] = None  # [C, H, W] float16, when asked for
 
 
 def predict_images(model: nn.Layer, transforms: Compose, image_paths: Sequence[str],
-                   test_config: Optional[TestConfig] = None) -> Iterator[Prediction]:
+                   test_config: Optional[TestConfig] = None, probabilities: bool = False) -> Iterator[Prediction]:
     """Predict the images one at a time (the inference half of prediction: no files written).
 
     Args:
@@ -143,22 +145,29 @@ def predict_images(model: nn.Layer, transforms: Compose, image_paths: Sequence[s
         transforms: the val transforms (resizes and paddings are undone on the logits).
         image_paths: images to predict.
         test_config: whole / slide / aug settings.
+        probabilities: also return each image's class probabilities (float16).
     """
     test_config = test_config or TestConfig()
     model.eval()
     for path in image_paths:
         data = transforms({"img": path, "trans_info": []})
-        pred = predict_classes(model, paddle.to_tensor(data["img"][None]), data["trans_info"], test_config)
-        del data
+        image, probs = paddle.to_tensor(data["img"][None]), None
+        if probabilities:
+            pred, probs = classes_and_probabilities(model, image, data["trans_info"], test_config)
+            probs = probs.numpy().astype(np.float16)
+        else:
+            pred = predict_classes(model, image, data["trans_info"], test_config)
+        del data, image
         num_classes = getattr(model, "num_classes", None) or int(pred.max()) + 1
         pred = pred.astype(np.uint8)
-        yield Prediction(path, pred, num_classes)
+        yield Prediction(path, pred, num_classes, probs)
 
 
 class PredictionWriter:
     """Writes predictions under ``save_dir``, keeping the images' paths relative to ``image_root``:
-    ``pseudo_color_prediction/<stem>.png``, ``added_prediction/<stem>.jpg`` and, on request,
-    ``side_by_side/<stem>.png`` (image | prediction [| label] + legend).
+    as PaddleSeg, ``pseudo_color_prediction/<stem>.png`` and ``added_prediction/<name>`` (the input's
+    file name and format); on request ``side_by_side/<stem>.png`` (image | prediction [| label] +
+    legend) and ``probabilities/<stem>.npy`` (float16 [C, H, W], each pixel's class probabilities).
 
     Args:
         save_dir: output folder.
@@ -168,16 +177,18 @@ class PredictionWriter:
         side_by_side: also write the side-by-side PNGs.
         labels: image path -> label path (training ids) for the side-by-side PNGs.
         ignore_index: label value drawn black and left out of the legend.
+        save_probabilities: also write the class probabilities.
     """
 
     def __init__(self, save_dir: str, image_root: str, palette: np.ndarray,
                  class_names: Optional[Sequence[str]] = None, side_by_side: bool = False,
-                 labels: Optional[Dict[str, str]] = None, ignore_index: int = 255):
+                 labels: Optional[Dict[str, str]] = None, ignore_index: int = 255, save_probabilities: bool = False):
         if labels and not side_by_side:
             raise ValueError("PredictionWriter: labels are only used for side-by-side PNGs; set side_by_side=True")
         self.save_dir, self.image_root, self.palette = save_dir, image_root, palette
         self.class_names, self.side_by_side = class_names, side_by_side
         self.labels, self.ignore_index = labels or {}, ignore_index
+        self.save_probabilities = save_probabilities
 
     def output_path(self, folder: str, image_path: str, extension: str) -> str:
         """``save_dir/folder/<image path relative to image_root, without extension><extension>``, its folder made."""
@@ -193,8 +204,10 @@ class PredictionWriter:
         pseudo_color(pred, self.palette).save(colour_path)
         image_rgb = read_image(prediction.path)
         blended = overlay(image_rgb, pred, self.palette)
-        cv2.imwrite(self.output_path("added_prediction", prediction.path, ".jpg"),
+        cv2.imwrite(self.output_path("added_prediction", prediction.path, os.path.splitext(prediction.path)[1]),
                     cv2.cvtColor(blended, cv2.COLOR_RGB2BGR))
+        if self.save_probabilities:
+            np.save(self.output_path("probabilities", prediction.path, ".npy"), prediction.probabilities)
         if self.side_by_side:
             names = self.class_names or [f"class_{c}" for c in range(prediction.num_classes)]
             write_side_by_side(self.output_path("side_by_side", prediction.path, ".png"), image_rgb, pred,
@@ -205,7 +218,7 @@ class PredictionWriter:
 def predict(model: nn.Layer, transforms: Compose, image_paths: Sequence[str], writer: PredictionWriter,
             test_config: Optional[TestConfig] = None) -> List[str]:
     """Predict every image and write its files with ``writer``; returns the pseudo-colour PNGs' paths."""
-    predictions = predict_images(model, transforms, image_paths, test_config)
+    predictions = predict_images(model, transforms, image_paths, test_config, writer.save_probabilities)
     written = [writer.write(p) for p in track(predictions, len(image_paths), "[PREDICT]", "img")]
     logger.info(f"{len(written)} predictions written to {os.path.abspath(writer.save_dir)}")
     return written

@@ -151,6 +151,7 @@ class Trainer:
     def build_data(self) -> None:
         """The training (and, with ``do_eval``, validation) datasets, and the loss checked against the model."""
         self.train_set = self.cfg.build_dataset("train")
+        self.train_set.file_list *= self.opts.repeats  # --repeats: each epoch passes over the samples that often
         self.val_set = self.cfg.build_dataset("val") if self.opts.do_eval else None
         self.loss = self.cfg.build_loss()
         self.loss.check_outputs(int(getattr(self.model, "num_outputs", 1)), type(self.model).__name__)
@@ -180,10 +181,21 @@ class Trainer:
                 self.run_iteration(iteration, batches)
                 if iteration % self.opts.save_interval == 0 or iteration == self.cfg.iters:
                     self.evaluate_and_save(iteration)
+                    if self.stop_early(iteration):
+                        break
                 self.log.clock.restart()
         finally:
             self.log.close()
         return self.state
+
+    def stop_early(self, iteration: int) -> bool:
+        """Whether ``--early_stop_intervals`` evaluations in a row fell short of the best mIoU (PaddleSeg's rule)."""
+        patience = self.opts.early_stop_intervals
+        if patience is None or self.state.evals_since_best < patience:
+            return False
+        self.log.info(f"Early stopping at iter {iteration}. The best mean IoU is {self.state.best_miou:.4f} "
+                      f"(iteration {self.state.best_iter}, kept in best_model).")
+        return True
 
     def loader(self, start_iter: int):
         """An endless loader over this rank's batches (``accumulate_steps`` micro-batches each),
