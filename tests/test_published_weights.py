@@ -145,6 +145,10 @@ def test_model_path_and_convert_tool_read_published_files(cases, tmp_path):
     model = MODELS.get("segformer_b0")(num_classes=CLASSES)
     apply_weights(model, WeightsSpec(folder))
     assert_close(eval_logits(model, data["input"]), data["logits"], "--model_path")
+    older = tmp_path / "hub_snapshot_without_safetensors"  # older Hub uploads: pytorch_model.bin only
+    older.mkdir()
+    save_torch_state_dict(str(older / "pytorch_model.bin"), weights)
+    assert {k: v.shape for k, v in read_state_dict(str(older)).items()} == {k: v.shape for k, v in weights.items()}
 
     weights, data, _ = cases("mmseg_segformer_b0")
     source = write_upstream_file(tmp_path, "mmseg_segformer_b0", weights)

@@ -83,7 +83,7 @@ def save_torch_state_dict(path: str, state: Dict[str, np.ndarray], wrapper: str 
     """
     storages, tensors = [], {}
     for index, (name, value) in enumerate(state.items()):
-        value = np.ascontiguousarray(value)
+        value = np.require(value, requirements="C")  # (ascontiguousarray would make a 0-d counter 1-d)
         storage = FakeStorage(TorchName("torch", _STORAGE_NAMES[str(value.dtype)]), str(index), value.reshape(-1))
         strides = [int(s // value.itemsize) for s in value.strides]
         storages.append(storage)
