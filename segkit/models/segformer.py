@@ -12,8 +12,11 @@ What differs from PaddleSeg:
 
 * Stages live in one ``LayerList`` of ``MiTStage`` (patch embedding, blocks, norm); upstream names
   (``patch_embed1``, ``block1.0``, ``norm1``, ``linear_c4``, ``linear_fuse._conv``, ...) are
-  translated once by the pure functions ``remap_mit_keys`` / ``remap_segformer_keys``, which
-  ``segkit.weights.apply_weights`` applies, so PaddleSeg ``model.pdparams`` files load unchanged.
+  translated once by the pure functions at the end of this file, which ``segkit.weights.apply_weights``
+  applies: ``convert_segformer_checkpoint`` recognises NVlabs, Hugging Face, mmseg 1.x and PaddleSeg
+  files (``detect_segformer_format``) and converts their names and layouts, so they load unchanged.
+* ``mmseg_head=True`` builds mmseg 1.x's ``SegformerHead`` (conv, BatchNorm, ReLU per level) for
+  mmseg's checkpoints; the default is the paper's decoder (NVlabs, PaddleSeg, Hugging Face).
 * The decoder is a reusable ``AllMLPHead`` that takes its input widths from the backbone's
   ``out_channels``, so any backbone (HRViT, say) plugs into ``SegFormer``.
 * The decoder computes the same function with fewer operations: its fusion 1x1 conv is linear and

@@ -7,8 +7,8 @@ Paper: Meng-Hao Guo, Cheng-Ze Lu, Qibin Hou, Zheng-Ning Liu, Ming-Ming Cheng, Sh
 
 Upstream: Visual-Attention-Network/SegNeXt (mmseg 0.x, Apache-2.0) and its port in
 PaddlePaddle/PaddleSeg 2.8 (``paddleseg/models/segnext.py``, ``backbones/mscan.py``, Apache-2.0).
-This file is written anew; the numerics follow the upstream code so that PaddleSeg checkpoints give
-the same logits (see ``remap_checkpoint_keys`` for the key names).
+This file is written anew; the numerics follow the upstream code so that PaddleSeg, official and mmseg
+1.x checkpoints give the same logits (``remap_checkpoint_keys`` converts each one's key names).
 
 What differs from PaddleSeg 2.8:
 
