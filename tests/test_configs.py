@@ -31,6 +31,14 @@ def test_there_are_configs_for_every_family():
     assert {"quickstart", "segformer", "rtformer", "segnext", "hrvit"} <= folders
 
 
+def test_every_family_has_a_config_for_every_dataset():
+    """The 4 x 4 matrix: SegFormer, RTFormer, SegNeXt, HRViT on Cityscapes, ADE20K, CamVid, COCO-Stuff."""
+    datasets = ("cityscapes", "ade20k", "camvid", "cocostuff")
+    have = {(p.split(os.sep)[1], d) for p in CONFIGS for d in datasets if f"_{d}_" in os.path.basename(p)}
+    missing = [(f, d) for f in ("segformer", "rtformer", "segnext", "hrvit") for d in datasets if (f, d) not in have]
+    assert not missing
+
+
 @pytest.mark.parametrize("path", CONFIGS)
 def test_config_builds_and_steps(path, dataset_roots):
     raw = load_config(os.path.join(ROOT, path))
@@ -56,3 +64,13 @@ def test_config_builds_and_steps(path, dataset_roots):
     optimizer.step()
     assert np.isfinite(float(total))
     cfg.test_config()
+
+
+@pytest.mark.parametrize("name, dataset, iters", [("segformer_b0_camvid_960x720_10k.yml", "CamVid", 10000),
+                                                  ("segformer_b0_cocostuff_512x512_80k.yml", "COCOStuff", 80000)])
+def test_segformer_camvid_and_cocostuff_keep_the_official_ade20k_recipe(name, dataset, iters):
+    cfg = load_config(os.path.join(ROOT, "configs", "segformer", name)).data
+    ade = load_config(os.path.join(ROOT, "configs", "segformer", "segformer_b0_ade20k_512x512_160k.yml")).data
+    assert cfg["optimizer"] == ade["optimizer"] and cfg["lr_scheduler"] == ade["lr_scheduler"]
+    assert cfg["model"] == ade["model"] and cfg["batch_size"] == ade["batch_size"] and cfg["iters"] == iters
+    assert cfg["train_dataset"]["type"] == cfg["val_dataset"]["type"] == dataset
