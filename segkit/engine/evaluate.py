@@ -89,10 +89,12 @@ def evaluate_sample(model: nn.Layer, sample: dict, meter: ConfusionMeter, test_c
     return record
 
 
-def check_auc_roc(dataset) -> None:
-    """The ROC AUC (PaddleSeg's ``--auc_roc``) is defined here for binary segmentation only."""
+def check_auc_roc(dataset) -> AucMeter:
+    """An ``AucMeter`` for ``dataset``; the ROC AUC (PaddleSeg's ``--auc_roc``) is defined here for
+    binary segmentation only."""
     if dataset.num_classes != 2:
         raise ConfigError(f"--auc_roc: needs binary segmentation (2 classes); this dataset has {dataset.num_classes}.")
+    return AucMeter(dataset.ignore_index)
 
 
 def _gathered_auc(auc: AucMeter) -> float:
@@ -131,9 +133,7 @@ def evaluate(
     class-1 probability over every labelled pixel, as PaddleSeg's ``--auc_roc``.
     """
     test_config = test_config or TestConfig()
-    if auc_roc:
-        check_auc_roc(dataset)
-    auc = AucMeter(dataset.ignore_index) if auc_roc else None
+    auc = check_auc_roc(dataset) if auc_roc else None
     was_training = model.training
     model.eval()
     meter = ConfusionMeter(dataset.num_classes, dataset.ignore_index)
