@@ -21,6 +21,7 @@ from paddle import nn
 from segkit.engine.train_state import TrainState
 from segkit.errors import CheckpointError
 from segkit.logger import logger
+from segkit.weights.safe_pickle import load_paddle_file
 
 FILES = ("model.pdparams", "model.pdopt", "train_state.pdstates")
 ITER_DIR = re.compile(r"^iter_(\d+)$")
@@ -116,11 +117,12 @@ def resolve_resume(resume_model: str, save_dir: str) -> Optional[str]:
 
 
 def load_checkpoint(folder: str) -> Dict[str, Dict]:
-    """Read the three files of a checkpoint folder (plus ``ema.pdparams`` when present)."""
-    loaded = {name: paddle.load(os.path.join(folder, name)) for name in FILES}
+    """Read the three files of a checkpoint folder (plus ``ema.pdparams`` when present) as data:
+    arrays come back as NumPy arrays, and a file naming code is refused (``segkit.weights.safe_pickle``)."""
+    loaded = {name: load_paddle_file(os.path.join(folder, name)) for name in FILES}
     ema = os.path.join(folder, "ema.pdparams")
     if os.path.isfile(ema):
-        loaded["ema.pdparams"] = paddle.load(ema)
+        loaded["ema.pdparams"] = load_paddle_file(ema)
     return loaded
 
 

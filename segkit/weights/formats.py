@@ -9,9 +9,9 @@ import zipfile
 from typing import Callable, Dict
 
 import numpy as np
-import paddle
 
 from segkit.errors import CheckpointError
+from segkit.weights.safe_pickle import load_paddle_file
 from segkit.weights.sources import resolve_weights_path
 from segkit.weights.torch_pickle import read_torch_zip
 
@@ -72,11 +72,8 @@ def read_npz(path: str) -> Dict[str, np.ndarray]:
 
 
 def read_paddle(path: str) -> Dict[str, np.ndarray]:
-    """A ``paddle.save`` file (``.pdparams``) as arrays."""
-    try:
-        return paddle.load(path, return_numpy=True)
-    except Exception as exc:  # paddle raises many types for a corrupt file
-        raise CheckpointError(f"{path}: not a readable Paddle weights file ({exc}).") from exc
+    """A ``paddle.save`` file (``.pdparams``) as arrays, read as data (``segkit.weights.safe_pickle``)."""
+    return load_paddle_file(path)
 
 
 def read_torch(path: str) -> Dict[str, np.ndarray]:

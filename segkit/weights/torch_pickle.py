@@ -1,7 +1,12 @@
 """Reading PyTorch checkpoints (zip format, torch >= 1.6) without PyTorch.
 
-The checkpoint's pickle is read by an unpickler that turns tensors into NumPy arrays and every other
-class into an inert stand-in, so no code from the file is run.
+The checkpoint's pickle is read as data, never as code: PyTorch's tensor records become NumPy
+arrays, the metadata classes real checkpoints carry (mmcv / mmengine configs and message hubs,
+``argparse.Namespace``, NumPy scalars) become inert stand-ins, and a pickle naming anything else
+(``os.system``, ``builtins.eval``, ...) is refused with a message naming the file and the name.
+Tensor sizes, strides and offsets come from the file too, so each one is checked against its
+storage before a view is taken: a record pointing outside the storage, or at a storage the zip
+does not hold, is refused instead of reading outside the buffer.
 """
 
 import collections
@@ -12,6 +17,7 @@ from typing import Dict
 import numpy as np
 
 from segkit.errors import CheckpointError
+from segkit.weights.safe_pickle import RefusedGlobal, refused_message
 
 # PyTorch's legacy storage classes, as its pickles name them -> NumPy dtype (bfloat16: see below).
 _TORCH_STORAGES = {
@@ -31,13 +37,40 @@ class _Opaque:
         pass
 
 
+def _check_view(storage: np.ndarray, offset, size, stride) -> None:
+    """Refuse a tensor record whose view would reach outside ``storage``."""
+    numbers = [offset, *size, *stride]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers) or len(size) != len(stride):
+        raise ValueError(f"tensor record with offset {offset!r}, size {size!r}, stride {stride!r}")
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride)) if all(size) else offset - 1
+    if last >= storage.size:
+        raise ValueError(f"tensor of size {tuple(size)}, stride {tuple(stride)} at offset {offset} reaches element "
+                         f"{last} of a storage of {storage.size} elements")
+
+
 def _rebuild_tensor(storage, offset, size, stride, *unused):
-    """``torch._utils._rebuild_tensor_v2`` for NumPy: a strided view of the storage, copied."""
+    """``torch._utils._rebuild_tensor_v2`` for NumPy: a strided view of the storage, checked, then copied."""
+    if not isinstance(storage, np.ndarray):
+        raise ValueError(f"tensor record whose storage is a {type(storage).__name__}")
+    size, stride = tuple(size), tuple(stride)
+    _check_view(storage, offset, size, stride)
     if not size:
         return np.array(storage[offset])  # a 0-d array, like a 0-d tensor
+    if not all(size):
+        return np.empty(size, storage.dtype)
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * itemsize for s in stride])
     return np.ascontiguousarray(view)
+
+
+# Classes real checkpoints pickle as metadata beside the tensors; they load as inert stand-ins.
+_METADATA_MODULES = ("mmcv.", "mmengine.", "mmseg.", "numpy.")
+_METADATA_CLASSES = {("argparse", "Namespace"), ("collections", "defaultdict"), ("builtins", "set"),
+                     ("builtins", "frozenset"), ("builtins", "slice")}
+
+
+def _is_metadata(module: str, name: str) -> bool:
+    return (module, name) in _METADATA_CLASSES or module.startswith(_METADATA_MODULES)
 
 
 class _TorchUnpickler(pickle.Unpickler):
@@ -59,16 +92,37 @@ class _TorchUnpickler(pickle.Unpickler):
             return _TORCH_STORAGES[name]
         if module == "collections" and name == "OrderedDict":
             return collections.OrderedDict
-        return _Opaque
+        if _is_metadata(module, name):
+            return _Opaque
+        raise RefusedGlobal(module, name)
 
     def persistent_load(self, pid):
-        kind, dtype, key = pid[0], pid[1], pid[2]
-        if kind != "storage" or not isinstance(dtype, str):
-            raise pickle.UnpicklingError(f"unsupported PyTorch storage record {pid[:2]!r}")
-        raw = self.archive.read(f"{self.prefix}/data/{key}")
-        if dtype == "bfloat16":  # NumPy has no bfloat16: widen the 16 high bits to float32
+        if not (isinstance(pid, tuple) and len(pid) >= 3 and pid[0] == "storage" and pid[1] in _DTYPES):
+            raise pickle.UnpicklingError(f"unsupported PyTorch storage record {str(pid)[:60]}")
+        member = f"{self.prefix}/data/{pid[2]}"
+        try:
+            raw = self.archive.read(member)
+        except KeyError:
+            raise pickle.UnpicklingError(f"the pickle references storage record {member}, which the zip does not hold")
+        if pid[1] == "bfloat16":  # NumPy has no bfloat16: widen the 16 high bits to float32
             return (np.frombuffer(raw, dtype="<u2").astype("<u4") << 16).view("<f4")
-        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
+        return np.frombuffer(raw, dtype=np.dtype(pid[1]).newbyteorder("<"))
+
+
+_DTYPES = frozenset(_TORCH_STORAGES.values())
+
+
+def _unpickle(unpickler: pickle.Unpickler, path: str):
+    """Run ``unpickler``; a refused name or a broken record becomes a CheckpointError naming ``path``."""
+    try:
+        return unpickler.load()
+    except RefusedGlobal as exc:
+        raise CheckpointError(refused_message(path, exc.qualified, "PyTorch's tensor records")) from None
+    except Exception as exc:  # a truncated pickle, a bad record: pickle and NumPy raise many types
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}); the file is damaged or was "
+            "not written by torch.save. Nothing was read from outside the file."
+        ) from None
 
 
 def read_torch_zip(path: str) -> Dict[str, np.ndarray]:
@@ -87,7 +141,7 @@ def read_torch_zip(path: str) -> Dict[str, np.ndarray]:
             raise CheckpointError(f"{path}: the zip holds no data.pkl, so it is not a PyTorch checkpoint.")
         prefix = pickles[0][: -len("/data.pkl")]
         with archive.open(pickles[0]) as file:
-            obj = _TorchUnpickler(file, archive, prefix).load()
+            obj = _unpickle(_TorchUnpickler(file, archive, prefix), path)
     for wrapper in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
