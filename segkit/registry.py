@@ -11,6 +11,7 @@ import inspect
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from segkit.errors import ConfigError
+from segkit.value_checks import check_values
 
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> List[str]:
@@ -85,7 +86,8 @@ NESTED_REGISTRIES = (BACKBONES, HEADS, MODELS, TRANSFORMS, LOSSES)
 
 
 def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
-    """Raise ConfigError if ``kwargs`` holds a key ``target`` does not accept, or lacks a required one."""
+    """Raise ConfigError if ``kwargs`` holds a key ``target`` does not accept, lacks a required one, or
+    holds a value of the wrong type or range (``segkit.value_checks``)."""
     sig = inspect.signature(target)
     params = sig.parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -101,6 +103,7 @@ def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
     missing = [n for n in accepted if params[n].default is inspect.Parameter.empty and n not in kwargs]
     if missing:
         raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}.", key=where)
+    check_values(target, kwargs, where)
 
 
 def find_registry(type_name: str, where: str) -> Registry:

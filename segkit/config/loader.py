@@ -21,15 +21,84 @@ from segkit.errors import ConfigError
 Sources = Dict[str, str]
 
 
+# Limits a hand-written config never reaches; past them the file is refused before it is expanded.
+MAX_DEPTH = 50  # nested mappings / lists
+MAX_VALUES = 100_000  # values after every alias is expanded (a "billion laughs" file expands to 10^9)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what would silently go wrong: a key repeated in one mapping
+    (YAML keeps the last), nesting deeper than MAX_DEPTH, and aliases that expand to more than
+    MAX_VALUES values (refused from the node graph, before anything is expanded)."""
+
+    def __init__(self, stream, path: str):
+        super().__init__(stream)
+        self.path = path
+        self.depth = 0
+
+    def _where(self, mark) -> str:
+        return f"{self.path}, line {mark.line + 1}" if mark else self.path
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise ConfigError(f"{self._where(self.peek_event().start_mark)}: nested more than {MAX_DEPTH} levels "
+                                  "deep; a config never needs that. Flatten the file.")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ConfigError(
+                    f"{self._where(key_node.start_mark)}: key {key!r} appears twice in one mapping (first at line "
+                    f"{seen[key] + 1}); YAML would silently keep the last. Remove one.")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def expanded_size(node, memo=None) -> int:
+    """How many values ``node`` holds once every alias is expanded (each shared node counted per use)."""
+    memo = {} if memo is None else memo
+    if id(node) not in memo:
+        memo[id(node)] = 1  # a recursive alias counts once instead of looping
+        children = node.value if isinstance(node.value, list) else []
+        flat = [c for pair in children for c in (pair if isinstance(pair, tuple) else (pair,))]
+        memo[id(node)] = 1 + sum(expanded_size(child, memo) for child in flat)
+    return memo[id(node)]
+
+
+def load_yaml_text(text: str, path: str) -> Any:
+    """Parse ``text`` (from ``path``, named in messages) with StrictLoader's checks."""
+    loader = StrictLoader(text, path)
+    try:
+        node = loader.get_single_node()
+        if node is not None and expanded_size(node) > MAX_VALUES:
+            raise ConfigError(f"{path}: its aliases (*name) expand to more than {MAX_VALUES} values; refused "
+                              "without expanding them. Write the values out, or use fewer nested aliases.")
+        return loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(path: str, included_from: str = "") -> Dict[str, Any]:
     if not os.path.isfile(path):
         hint = f" (named in _base_ of {included_from})" if included_from else ""
         raise ConfigError(f"config file {path!r} does not exist{hint}. Check the path.")
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the config as UTF-8.") from None
+    data = load_yaml_text(text, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -102,10 +171,7 @@ def parse_opt(opt: str) -> Tuple[List[str], Any]:
     key, text = opt.split("=", 1)
     if not key:
         raise ConfigError(f"--opts {opt!r}: the key before '=' is empty.")
-    try:
-        value = yaml.safe_load(text) if text else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--opts {opt!r}: the value is not valid YAML ({exc}).") from exc
+    value = load_yaml_text(text, f"--opts {opt!r}") if text else ""
     return key.split("."), value
 
 
