@@ -15,7 +15,7 @@ from segkit.config import TestConfig
 from segkit.engine.inference import classes_and_probabilities, predict_classes
 from segkit.engine.loader import GuardedDataset, guarded_loader, raise_on_any_rank
 from segkit.engine.report import FirstImages, WorstImages
-from segkit.errors import ConfigError, SegkitError
+from segkit.errors import ConfigError, DatasetError, SegkitError
 from segkit.logger import logger
 from segkit.runtime import worker_init
 from segkit.metrics import AucMeter, ConfusionMeter, image_miou, per_class_records, per_class_table
@@ -107,6 +107,16 @@ def _gathered_auc(auc: AucMeter) -> float:
     return auc.compute()
 
 
+def check_labelled(meter: ConfusionMeter, dataset) -> None:
+    """Refuse to report metrics over no labelled pixel (every one would be 0 and mean nothing)."""
+    if meter.count and not meter.matrix.any():
+        raise DatasetError(
+            f"the {meter.count} validation image(s) of {type(dataset).__name__} hold no labelled pixel: every label "
+            f"value is the ignore_index {meter.ignore_index}, so no metric is defined. Check the val labels and "
+            "ignore_index (tools/check_dataset.py --config <cfg> --splits val shows the values present)."
+        )
+
+
 def evaluate(
     model: nn.Layer,
     dataset,
@@ -155,6 +165,7 @@ def evaluate(
     per_image = _gather_per_image(per_image)
     if was_training:
         model.train()
+    check_labelled(meter, dataset)
     result = meter.compute()
     result["confusion_matrix"] = meter.matrix.copy()
     result["num_images"] = meter.count

@@ -1,4 +1,4 @@
-"""Reading images and labels, chaining transforms, and mapping predictions back.
+"""Chaining transforms (reading images and labels with ``segkit.transforms.image_io``), and mapping predictions back.
 
 ``Compose`` is the entry point of every pipeline: it reads ``data['img']`` / ``data['label']``
 when they are paths, runs the transforms, and returns the image as float32 CHW and the label as
@@ -6,46 +6,12 @@ int64 HxW. ``reverse_transform`` undoes the recorded resizes and paddings on a l
 prediction tensor, walking ``trans_info`` backwards.
 """
 
-import os
 from typing import Any, List, Sequence, Tuple
 
-import cv2
 import numpy as np
-from PIL import Image
 
 from segkit.errors import ConfigError, DatasetError
-
-
-def read_image(path: str, img_channels: int = 3, to_rgb: bool = True) -> np.ndarray:
-    """Read an image file as an HxWxC uint8 array (RGB unless ``to_rgb`` is False).
-
-    Raises:
-        DatasetError: the file is missing or is not an image OpenCV can decode.
-    """
-    if not os.path.isfile(path):
-        raise DatasetError(f"image file not found: {path}. Check dataset_root and the file list.")
-    flag = cv2.IMREAD_GRAYSCALE if img_channels == 1 else cv2.IMREAD_COLOR
-    img = cv2.imread(path, flag)
-    if img is None:
-        raise DatasetError(f"cannot decode image {path}: expected a PNG/JPEG/BMP/TIFF file OpenCV can read.")
-    if img.ndim == 2:
-        return img[..., None]
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if to_rgb else img
-
-
-def read_label(path: str) -> np.ndarray:
-    """Read a label file as stored: palette PNGs give their indices, grey PNGs their values.
-
-    Raises:
-        DatasetError: the file is missing or not a readable image.
-    """
-    if not os.path.isfile(path):
-        raise DatasetError(f"label file not found: {path}. Check dataset_root and the file list.")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im)
-    except OSError as err:
-        raise DatasetError(f"cannot read label {path}: {err}. Expected a single-channel PNG.") from err
+from segkit.transforms.image_io import read_image, read_label  # noqa: F401  (re-exported)
 
 
 class Compose:
