@@ -73,8 +73,16 @@ def _type_hints(target: Callable) -> Dict[str, Any]:
 
 
 def _expected(annotation: Any) -> str:
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    return names.get(annotation, str(annotation).replace("typing.", ""))
+    """``Optional[str]`` -> ``a string or None``."""
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "None"}
+    if annotation in names:
+        return names[annotation]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a) for a in args)
+    if annotation in (list, tuple) or origin in _SEQUENCES:
+        return f"a list of {_expected(args[0])}s" if args and args[-1] is not Ellipsis and len(args) == 1 else "a list"
+    return str(annotation).replace("typing.", "")
 
 
 def check_values(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
@@ -87,7 +95,8 @@ def check_values(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
             hint = (" YAML reads a number without a dot before the exponent (1e-4) as text: write 1.0e-4."
                     if isinstance(value, str) and value.replace("e", "").replace("-", "").replace(".", "").isdigit()
                     else "")
-            raise ConfigError(f"{where}.{key}: expected {_expected(hints[key])}, got {value!r} "
+            owner = getattr(target, "__name__", "")
+            raise ConfigError(f"{where}.{key}: {owner}.{key} expects {_expected(hints[key])}, got {value!r} "
                               f"({type(value).__name__}).{hint}", key=f"{where}.{key}")
         if key in RANGES:
             test, expected = RANGES[key]

@@ -101,7 +101,7 @@ def test_no_tool_runs_a_payload(tmp_path):
     write_fake_torch_checkpoint(torch_bad, {"state_dict": {}, "x": Payload(TorchName("posix", "system"), "true")}, [])
     commands = {
         "val.py --model_path": (tool("val.py", "--config", config, "--model_path", bad), bad),
-        "pretrained": (tool("val.py", "--config", config, "--model_path", resume,
+        "pretrained": (tool("train.py", "--config", config, "--save_dir", tmp_path / "fresh",
                             "--opts", f"model.pretrained={bad}"), bad),
         "train.py --resume_model": (tool("train.py", "--config", config, "--save_dir", tmp_path / "run",
                                          "--resume_model", resume), str(resume / "model.pdopt")),
