@@ -152,10 +152,11 @@ def evaluate(
     start = time.time()
     if print_detail:
         logger.info(f"Start evaluating (total_samples: {len(dataset)}, total_iters: {len(dataset)})...")
-    share = len(range(dist.get_rank(), len(dataset), dist.get_world_size()))  # this rank's images
+    samples = track(eval_loader(dataset, num_workers), len(range(dist.get_rank(), len(dataset), dist.get_world_size())),
+                    "[EVAL]", "img", enabled=print_detail)  # this rank's share of the images
     error = None
     try:
-        for sample in track(eval_loader(dataset, num_workers), share, "[EVAL]", "img", enabled=print_detail):
+        for sample in samples:
             per_image.append(evaluate_sample(model, sample, meter, test_config, (worst, first), auc))
             del sample  # not held while the next image is read
     except SegkitError as exc:
@@ -166,13 +167,8 @@ def evaluate(
     if was_training:
         model.train()
     check_labelled(meter, dataset)
-    result = meter.compute()
-    result["confusion_matrix"] = meter.matrix.copy()
-    result["num_images"] = meter.count
-    result["per_image"] = per_image
-    result["worst"] = worst.worst_first()
-    result["shown"] = first.records
-    result["seconds"] = time.time() - start
+    result = dict(meter.compute(), confusion_matrix=meter.matrix.copy(), num_images=meter.count, per_image=per_image,
+                  worst=worst.worst_first(), shown=first.records, seconds=time.time() - start)
     if auc is not None:
         result["auc_roc"] = _gathered_auc(auc)
     if print_detail:
