@@ -38,6 +38,7 @@ SEGFORMER_CASES = {
     "hf_segformer_b2": ("segformer_b2", {}, "huggingface"),
     "nvlabs_segformer_b0": ("segformer_b0", {}, "nvlabs"),
     "mmseg_segformer_b0": ("segformer_b0", {"mmseg_head": True}, "mmseg"),
+    "mmseg_segformer_b2": ("segformer_b2", {"mmseg_head": True}, "mmseg"),
 }
 SEGNEXT_CASES = {"mmseg_segnext_t": "segnext_t", "mmseg_segnext_b": "segnext_b"}
 

@@ -12,7 +12,7 @@ layouts) and records its eval-mode logits, resized to the input as segkit return
 
 * ``hf_segformer_b0`` / ``hf_segformer_b2``: transformers' ``SegformerForSemanticSegmentation``; the
   weights go through a ``model.safetensors`` in the Hub's names, loaded by ``from_pretrained``.
-* ``mmseg_segformer_b0``: mmseg 1.x ``MixVisionTransformer`` + ``SegformerHead``.
+* ``mmseg_segformer_b0`` / ``mmseg_segformer_b2``: mmseg 1.x ``MixVisionTransformer`` + ``SegformerHead``.
 * ``nvlabs_segformer_b0``: NVlabs/SegFormer's own ``mit_b0`` + ``SegFormerHead``, read from a git
   mirror of that repository (``--nvlabs_repo``; skipped with a message when absent). Its mmseg 0.x
   imports are satisfied by mmseg 1.x equivalents; the model code itself runs unchanged.
@@ -198,6 +198,7 @@ def main():
     hf_segformer(cases, "b0", 10, image)
     hf_segformer(cases, "b2", 11, image)
     mmseg_segformer(cases, "b0", 12, image)
+    mmseg_segformer(cases, "b2", 16, image)
     if os.path.isdir(args.nvlabs_repo):
         nvlabs_segformer(cases, args.nvlabs_repo, 13, image)
     else:
