@@ -119,7 +119,7 @@ def test_early_stop_after_n_evaluations_below_the_best(scenes_root, tmp_path, mo
 
 def test_repeats_multiplies_the_samples_of_an_epoch(scenes_root, tmp_path):
     argv = ["--config", QUICKSTART, "--save_dir", str(tmp_path), "--opts", *tiny_opts(scenes_root)]
-    assert len(train_tool.build_trainer(argv + []).train_set) == 300
+    assert len(train_tool.build_trainer(argv).train_set) == 300
     assert len(train_tool.build_trainer(["--repeats", "3"] + argv).train_set) == 900
 
 
