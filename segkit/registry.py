@@ -75,14 +75,13 @@ class Registry:
 
 MODELS = Registry("models")
 BACKBONES = Registry("backbones")
-HEADS = Registry("heads")
 DATASETS = Registry("datasets")
 TRANSFORMS = Registry("transforms")
 LOSSES = Registry("losses")
 OPTIMIZERS = Registry("optimizers")
 
 # Registries searched, in order, for a nested ``{type: ...}`` dict inside a component's config.
-NESTED_REGISTRIES = (BACKBONES, HEADS, MODELS, TRANSFORMS, LOSSES)
+NESTED_REGISTRIES = (BACKBONES, MODELS, TRANSFORMS, LOSSES)
 
 
 def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:

@@ -3,6 +3,8 @@
 import json
 import os
 
+import numpy as np
+
 from segkit.weights import WeightsSpec, apply_weights
 
 
@@ -16,3 +18,44 @@ def with_pretrained(layer, location: str):
     """``layer`` after loading ``location`` as its pretrained weights (as a config's ``pretrained`` does)."""
     apply_weights(layer, WeightsSpec(location, pretrained=True))
     return layer
+
+
+def first_val_images(scenes_root: str, folder, count: int) -> str:
+    """A val file list (in ``folder``) with the first ``count`` images of the embedded val split."""
+    path = folder / f"val{count}.txt"
+    with open(os.path.join(scenes_root, "val.txt")) as f:
+        path.write_text("".join(f.readlines()[:count]))
+    return str(path)
+
+
+def paddle_predictor(save_dir: str):
+    """A Paddle Inference predictor on the exported files, as a deployment would run it."""
+    from paddle import inference
+
+    config = inference.Config(os.path.join(save_dir, "model.json"), os.path.join(save_dir, "model.pdiparams"))
+    config.disable_gpu()
+    # Paddle 3.3.1's oneDNN kernels reject bilinear interpolation's scale attribute (any model that
+    # resizes bilinearly): run the plain CPU kernels.
+    config.disable_mkldnn()
+    config.disable_glog_info()
+    return inference.create_predictor(config)
+
+
+def run_predictor(pred, x: np.ndarray) -> np.ndarray:
+    """The predictor's first output for input ``x``."""
+    handle = pred.get_input_handle(pred.get_input_names()[0])
+    handle.reshape(x.shape)
+    handle.copy_from_cpu(x)
+    pred.run()
+    return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+
+
+def randomise_state(model, seed: int, new_value) -> None:
+    """Replace the tensors of ``model`` by ``new_value(name, tensor, rng)`` (None leaves one as it is),
+    drawn from ``numpy.random.default_rng(seed)`` in state-dict order, so that parity with a reference
+    is not checked on default-initialised norms and statistics only."""
+    rng = np.random.default_rng(seed)
+    for name, tensor in model.state_dict().items():
+        value = new_value(name, tensor, rng)
+        if value is not None:
+            tensor.set_value(np.asarray(value).astype(tensor.numpy().dtype))

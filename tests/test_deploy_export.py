@@ -1,13 +1,12 @@
 """Export of every family with a dynamic batch, height and width: the Paddle Inference program
 computes the dygraph model's function; SegNeXt's eval is deterministic and equal to its export."""
 
-import os
 
 import numpy as np
 import paddle
 import pytest
 from deploy_models import FAMILIES, tiny_model
-from paddle import inference
+from helpers import paddle_predictor, run_predictor
 
 from segkit.engine.export import export_model
 from segkit.models.base import seed_inference
@@ -15,22 +14,6 @@ from segkit.models.layers import adaptive_max_pool2d
 
 # Two sizes per family, one a multiple of 32 and one not, the second also with batch 2.
 SIZES = [(1, 3, 64, 64), (2, 3, 70, 110)]
-
-
-def paddle_predictor(save_dir: str) -> inference.Predictor:
-    config = inference.Config(os.path.join(save_dir, "model.json"), os.path.join(save_dir, "model.pdiparams"))
-    config.disable_gpu()
-    config.disable_mkldnn()
-    config.disable_glog_info()
-    return inference.create_predictor(config)
-
-
-def run_predictor(pred: inference.Predictor, x: np.ndarray) -> np.ndarray:
-    handle = pred.get_input_handle(pred.get_input_names()[0])
-    handle.reshape(x.shape)
-    handle.copy_from_cpu(x)
-    pred.run()
-    return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
 
 
 def assert_same_function(got: np.ndarray, expected: np.ndarray) -> None:

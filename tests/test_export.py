@@ -7,7 +7,7 @@ import numpy as np
 import paddle
 import pytest
 import yaml
-from paddle import inference
+from helpers import paddle_predictor, run_predictor
 
 from segkit.engine.export import ExportError, check_input_shape, export_model
 from segkit.models.rtformer import rtformer_slim
@@ -24,25 +24,6 @@ def load_cli():
     return module
 
 
-def predictor(save_dir: str) -> inference.Predictor:
-    """A Paddle Inference predictor on the exported files, as a deployment would run it."""
-    config = inference.Config(os.path.join(save_dir, "model.json"), os.path.join(save_dir, "model.pdiparams"))
-    config.disable_gpu()
-    # Paddle 3.3.1's oneDNN kernels reject bilinear interpolation's scale attribute (any model that
-    # resizes bilinearly): run the plain CPU kernels.
-    config.disable_mkldnn()
-    config.disable_glog_info()
-    return inference.create_predictor(config)
-
-
-def run(pred: inference.Predictor, x: np.ndarray) -> np.ndarray:
-    handle = pred.get_input_handle(pred.get_input_names()[0])
-    handle.reshape(x.shape)
-    handle.copy_from_cpu(x)
-    pred.run()
-    return pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
-
-
 @pytest.fixture(scope="module")
 def slim():
     paddle.seed(0)
@@ -57,23 +38,23 @@ def test_rtformer_exports_with_dynamic_batch_and_matches_dygraph(slim, tmp_path)
     deploy = yaml.safe_load(open(os.path.join(save_dir, "deploy.yaml")))["Deploy"]
     assert deploy["input_shape"] == [-1, 3, 64, 96] and deploy["output_op"] == "none"
 
-    pred = predictor(save_dir)
+    pred = paddle_predictor(save_dir)
     loaded = paddle.jit.load(os.path.join(save_dir, "model"))
     rng = np.random.default_rng(0)
     for batch in (1, 2, 3):
         x = rng.normal(size=(batch, 3, 64, 96)).astype("float32")
         expected = slim(paddle.to_tensor(x)).numpy()
         assert expected.shape == (batch, 4, 64, 96)
-        np.testing.assert_allclose(run(pred, x), expected, atol=1e-4)
+        np.testing.assert_allclose(run_predictor(pred, x), expected, atol=1e-4)
         np.testing.assert_allclose(loaded(paddle.to_tensor(x)).numpy(), expected, atol=1e-4)
 
 
 def test_dynamic_image_size_and_argmax_output(slim, tmp_path):
     save_dir = str(tmp_path / "labels")
     export_model(slim, save_dir)  # default: [-1, 3, -1, -1], argmax
-    pred = predictor(save_dir)
+    pred = paddle_predictor(save_dir)
     x = np.random.default_rng(1).normal(size=(2, 3, 70, 110)).astype("float32")
-    labels = run(pred, x)
+    labels = run_predictor(pred, x)
     assert labels.dtype == np.int32 and labels.shape == (2, 1, 70, 110)
     expected = slim(paddle.to_tensor(x)).numpy().argmax(axis=1)[:, None]
     assert (labels == expected).mean() > 0.999  # ties aside, identical
@@ -106,7 +87,7 @@ def test_cli_exports_from_a_config_and_weights(slim, tmp_path, capsys):
                             "--input_shape", "-1", "3", "64", "64", "--output_op", "none"])
     assert code == 0
     x = np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype("float32")
-    np.testing.assert_allclose(run(predictor(save_dir), x), slim(paddle.to_tensor(x)).numpy(), atol=1e-4)
+    np.testing.assert_allclose(run_predictor(paddle_predictor(save_dir), x), slim(paddle.to_tensor(x)).numpy(), atol=1e-4)
 
     with pytest.raises(SystemExit) as bad:  # through the tools' one error handler, as `python tools/export.py` runs
         export_cli.run_cli(lambda: export_cli.main(["--config", str(config), "--save_dir", save_dir,

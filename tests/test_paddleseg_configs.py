@@ -11,6 +11,7 @@ import numpy as np
 import paddle
 import pytest
 from conftest import QUICKSTART, ROOT, tiny_opts
+from helpers import first_val_images
 from PIL import Image
 
 import export as export_tool
@@ -37,10 +38,7 @@ NO_PRETRAINED = {
 @pytest.fixture(scope="module")
 def small_val(scenes_root, tmp_path_factory):
     """A val file list with the first two images of the embedded val split."""
-    path = tmp_path_factory.mktemp("lists") / "val3.txt"
-    with open(os.path.join(scenes_root, "val.txt")) as f:
-        path.write_text("".join(f.readlines()[:2]))
-    return str(path)
+    return first_val_images(scenes_root, tmp_path_factory.mktemp("lists"), 2)
 
 
 def dataset_opts(root: str, val_list: str):

@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import with_pretrained
+from helpers import randomise_state, with_pretrained
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.rtformer import RTFormer, remap_rtformer_key, rtformer_base, rtformer_slim
@@ -20,20 +20,21 @@ SLIM = dict(base_channels=32, head_channels=64)
 BASE = dict(base_channels=64, head_channels=128, use_injection=[True, False])
 
 
+def _trained_like(name, tensor, rng):
+    """BatchNorm statistics and affine parameters far from their defaults; the rest rescaled."""
+    shape = tensor.shape
+    if name.endswith("_variance"):
+        return rng.uniform(0.5, 2.0, shape)
+    if name.endswith("_mean"):
+        return rng.normal(0.0, 0.3, shape)
+    if tensor.ndim == 1:  # norm weights / biases, conv biases
+        return rng.normal(1.0 if name.endswith("weight") and "conv" not in name else 0.0, 0.2, shape)
+    return tensor.numpy() * rng.uniform(0.8, 1.2, shape)  # conv weights, attention memories: upstream's scale
+
+
 def randomise_like_trained(model: paddle.nn.Layer, seed: int) -> None:
     """Give every BatchNorm non-trivial statistics and affine parameters, and rescale the rest."""
-    rng = np.random.default_rng(seed)
-    for name, tensor in model.state_dict().items():
-        shape = tensor.shape
-        if name.endswith("_variance"):
-            value = rng.uniform(0.5, 2.0, shape)
-        elif name.endswith("_mean"):
-            value = rng.normal(0.0, 0.3, shape)
-        elif tensor.ndim == 1:  # norm weights / biases, conv biases
-            value = rng.normal(1.0 if name.endswith("weight") and "conv" not in name else 0.0, 0.2, shape)
-        else:  # conv weights and attention memories: keep the upstream init's scale
-            value = tensor.numpy() * rng.uniform(0.8, 1.2, shape)
-        tensor.set_value(value.astype("float32"))
+    randomise_state(model, seed, _trained_like)
 
 
 def oracle_and_segkit(tmp_path, seed: int = 0, **kwargs):

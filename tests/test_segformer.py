@@ -5,14 +5,14 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import with_pretrained
+from helpers import randomise_state, with_pretrained
 import segkit.models  # noqa: F401  (registers everything)
 from segkit.weights import load_weights, read_state_dict
 from paddleseg import models as paddleseg_models  # the test-only oracle (pip install --no-deps paddleseg==2.8.0)
 from segkit.config import Config
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models import segformer as sf
-from segkit.registry import HEADS, MODELS, build
+from segkit.registry import MODELS, build
 
 
 # Trainable parameter counts from docs/REFERENCE.md (150 classes, 19 classes).
@@ -30,20 +30,21 @@ def trainable_count(layer: paddle.nn.Layer) -> int:
     return sum(int(np.prod(p.shape)) for p in layer.parameters() if not p.stop_gradient)
 
 
+def _perturbed(name, tensor, rng):
+    """Norm scales/shifts, BN running stats and biases moved off their defaults; weights rescaled."""
+    value = tensor.numpy()
+    if name.endswith("_variance"):
+        return rng.uniform(0.5, 2.0, value.shape)
+    if name.endswith("_mean"):
+        return rng.normal(0.0, 0.2, value.shape)
+    if value.ndim == 1:  # biases and norm weights
+        return value + rng.normal(0.0, 0.1, value.shape)
+    return value * rng.uniform(0.8, 1.2, value.shape)
+
+
 def randomise(layer: paddle.nn.Layer, seed: int) -> None:
     """Perturb every tensor (norm scales/shifts, BN running stats, biases) so parity is not trivial."""
-    rng = np.random.default_rng(seed)
-    for name, tensor in layer.state_dict().items():
-        value = tensor.numpy()
-        if name.endswith("_variance"):
-            new = rng.uniform(0.5, 2.0, value.shape)
-        elif name.endswith("_mean"):
-            new = rng.normal(0.0, 0.2, value.shape)
-        elif value.ndim == 1:  # biases and norm weights
-            new = value + rng.normal(0.0, 0.1, value.shape)
-        else:
-            new = value * rng.uniform(0.8, 1.2, value.shape)
-        tensor.set_value(new.astype(value.dtype))
+    randomise_state(layer, seed, _perturbed)
 
 
 def paddleseg_segformer(variant: str, num_classes: int, seed: int):
@@ -222,12 +223,7 @@ def test_pretrained_with_other_class_count_keeps_fresh_classifier(saved_b0):
 def test_all_mlp_head_equals_concat_then_fuse(reverse_concat):
     """The folded decoder equals the textbook one: linear, resize, concat, 1x1 conv, BN, ReLU."""
     paddle.seed(8)
-    head = build(
-        {"type": "AllMLPHead", "in_channels": [8, 16, 24, 32], "embed_dim": 12, "num_classes": 5,
-         "reverse_concat": reverse_concat},
-        HEADS,
-        "model.head",
-    )
+    head = sf.AllMLPHead(in_channels=[8, 16, 24, 32], embed_dim=12, num_classes=5, reverse_concat=reverse_concat)
     randomise(head, 8)
     head.eval()
     rng = np.random.default_rng(9)

@@ -9,7 +9,7 @@ import pytest
 import paddleseg.models.backbones.mscan as ps_mscan  # the oracle (test-only dependency)
 import paddleseg.models.segnext as ps_segnext
 
-from helpers import with_pretrained
+from helpers import randomise_state, with_pretrained
 import segkit.models  # noqa: F401  (registers the models)
 from segkit.weights import load_weights
 from segkit.config import Config
@@ -22,24 +22,25 @@ PADDLESEG_HEAD = {"channels": 256, "ham_channels": 256, "ham_kwargs": {"MD_R": 1
 OFFICIAL_B_HEAD = {"channels": 512, "ham_channels": 512, "ham_kwargs": {"MD_R": 64}}
 
 
+def _far_from_defaults(name, tensor, rng):
+    """Norms, running statistics and layer scales far from their defaults; other tensors unchanged."""
+    shape = tensor.shape
+    if name.endswith("_variance"):
+        return rng.uniform(0.5, 1.5, shape)
+    if name.endswith("_mean"):
+        return rng.normal(0, 0.2, shape)
+    if "layer_scale" in name:
+        return rng.uniform(0.005, 0.03, shape)  # larger scales compound to overflow over 12+ blocks
+    if len(shape) == 1 and name.endswith("weight"):  # BN / GN / LN scale
+        return rng.uniform(0.5, 1.5, shape)
+    if name.endswith("bias"):
+        return rng.normal(0, 0.1, shape)
+    return None
+
+
 def randomise(model: paddle.nn.Layer, seed: int) -> None:
     """Give norms, running statistics and layer scales values far from their defaults (numpy RNG only)."""
-    rng = np.random.default_rng(seed)
-    for name, tensor in model.state_dict().items():
-        shape = tensor.shape
-        if name.endswith("_variance"):
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith("_mean"):
-            value = rng.normal(0, 0.2, shape)
-        elif "layer_scale" in name:
-            value = rng.uniform(0.005, 0.03, shape)  # larger scales compound to overflow over 12+ blocks
-        elif len(shape) == 1 and name.endswith("weight"):  # BN / GN / LN scale
-            value = rng.uniform(0.5, 1.5, shape)
-        elif name.endswith("bias"):
-            value = rng.normal(0, 0.1, shape)
-        else:
-            continue
-        tensor.set_value(value.astype("float32"))
+    randomise_state(model, seed, _far_from_defaults)
 
 
 def oracle(size: str, head: dict, num_classes: int = 19, seed: int = 0) -> paddle.nn.Layer:

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 from conftest import QUICKSTART, Interrupted, interrupt_at, tiny_opts
+from helpers import first_val_images
 from PIL import Image
 from visualdl import LogReader
 
@@ -22,10 +23,7 @@ NAMES = ["ground", "sky", "disc", "box", "triangle", "pole"]
 @pytest.fixture(scope="module")
 def val4(scenes_root, tmp_path_factory):
     """Four validation images, so each evaluation takes a moment."""
-    path = tmp_path_factory.mktemp("val") / "val4.txt"
-    with open(os.path.join(scenes_root, "val.txt")) as f:
-        path.write_text("".join(f.readlines()[:4]))
-    return str(path)
+    return first_val_images(scenes_root, tmp_path_factory.mktemp("val"), 4)
 
 
 def make_trainer(scenes_root, val4, save_dir, **options):

@@ -43,7 +43,7 @@ from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import SegModel
 from segkit.models.layers import DropPath
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
-from segkit.registry import BACKBONES, HEADS, MODELS
+from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
 
 # Layer norms inside blocks and at the end of each stage use 1e-6 (upstream's ``norm_layer``);
@@ -340,7 +340,6 @@ class ConvBNReLU(nn.Layer):
         return self.act(self.bn(self.conv(x)))
 
 
-@HEADS.register
 class AllMLPHead(nn.Layer):
     """SegFormer's All-MLP decoder: per-level linear to ``embed_dim``, resize, concat, fuse, classify.
 
