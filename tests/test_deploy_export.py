@@ -1,5 +1,6 @@
 """Export of every family with a dynamic batch, height and width: the Paddle Inference program
-computes the dygraph model's function; SegNeXt's eval is deterministic and equal to its export."""
+(plain CPU kernels and oneDNN with the pass workaround) and the ONNX model (paddle2onnx + ONNX
+Runtime) compute the dygraph model's function; SegNeXt's eval is deterministic and equal to its export."""
 
 
 import numpy as np
@@ -8,7 +9,9 @@ import pytest
 from deploy_models import FAMILIES, tiny_model
 from helpers import paddle_predictor, run_predictor
 
-from segkit.engine.export import export_model
+from segkit.engine.backends import PaddleBackend, RuntimeOptions
+from segkit.engine.export import ExportError, export_model
+from segkit.engine.onnx_export import check_onnx, convert_to_onnx
 from segkit.models.base import seed_inference
 from segkit.models.layers import adaptive_max_pool2d
 
@@ -24,18 +27,51 @@ def assert_same_function(got: np.ndarray, expected: np.ndarray) -> None:
     assert (got.argmax(1) == expected.argmax(1)).mean() > 0.9995
 
 
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """family -> (model, export folder with model.json and model.onnx), made on first use."""
+    made = {}
+
+    def get(family):
+        if family not in made:
+            model = tiny_model(family)
+            save_dir = str(tmp_path_factory.mktemp(family))
+            export_model(model, save_dir, input_shape=[-1, 3, -1, -1], output_op="none")
+            convert_to_onnx(save_dir, simplify=family == "segformer")  # one family through onnxslim too
+            made[family] = model, save_dir
+        return made[family]
+
+    return get
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_family_exports_with_dynamic_shapes_and_matches_dygraph(family, tmp_path):
-    model = tiny_model(family)
-    save_dir = str(tmp_path / family)
-    export_model(model, save_dir, input_shape=[-1, 3, -1, -1], output_op="none")
+def test_every_family_exports_with_dynamic_shapes_and_matches_dygraph(family, exports):
+    import onnxruntime as ort
+
+    model, save_dir = exports(family)
     pred = paddle_predictor(save_dir)
+    onednn = PaddleBackend(save_dir, {"model": "model.json"}, RuntimeOptions())
+    assert onednn.mode.startswith("onednn"), onednn.failures  # the workaround keeps oneDNN for every family
+    session = ort.InferenceSession(os.path.join(save_dir, "model.onnx"), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(1)
     for shape in SIZES:
         x = rng.normal(size=shape).astype("float32")
         expected = model(paddle.to_tensor(x)).numpy()
         assert expected.shape == (shape[0], 4) + shape[2:]
         assert_same_function(run_predictor(pred, x), expected)
+        assert_same_function(onednn.run(x), expected)
+        assert_same_function(session.run(None, {"x": x})[0], expected)
+
+
+def test_onnx_check_reports_and_rejects_another_function(exports):
+    model, save_dir = exports("rtformer")
+    results = check_onnx(model, os.path.join(save_dir, "model.onnx"), [-1, 3, -1, -1])
+    assert [r.shape for r in results] == [(1, 3, 64, 64), (2, 3, 70, 110)]
+    assert all(r.ok and r.argmax_agreement == 1.0 for r in results)
+    assert "argmax agreement 100.0000%" in results[0].line()
+    other = tiny_model("rtformer", seed=1)  # same architecture, other weights: must be an error
+    with pytest.raises(ExportError, match="does not compute the dygraph model's function"):
+        check_onnx(other, os.path.join(save_dir, "model.onnx"), [-1, 3, -1, -1])
 
 
 @pytest.mark.parametrize("size", [(16, 32), (5, 7), (13, 29), (3, 4), (24, 24)])

@@ -116,3 +116,13 @@ def write_deploy_yaml(save_dir: str, shape: List[Optional[int]], output_op: str,
     }
     with open(os.path.join(save_dir, "deploy.yaml"), "w", encoding="utf-8") as f:
         yaml.safe_dump(deploy, f, sort_keys=False)
+
+
+def update_deploy_yaml(save_dir: str, **fields: Any) -> None:
+    """Add ``fields`` to the ``Deploy`` section of ``save_dir/deploy.yaml``."""
+    path = os.path.join(save_dir, "deploy.yaml")
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    data["Deploy"].update(fields)
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(data, f, sort_keys=False)

@@ -1,0 +1,142 @@
+"""tools/export.py --format onnx, tools/infer.py and segkit.Segmenter: the same predictions as predict.py,
+a tested oneDNN fallback, benchmark output, and one clear line for bad input."""
+
+import os
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+from PIL import Image
+
+import segkit
+from segkit.engine import backends
+from segkit.engine.backends import DeployError, PaddleBackend, RuntimeOptions
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def deployed(scenes_root, tmp_path_factory):
+    """A tiny RTFormer config on the embedded scenes, its weights, three val images and an ONNX export."""
+    import export as export_cli
+
+    root = tmp_path_factory.mktemp("deploy")
+    config = root / "tiny.yml"
+    config.write_text(yaml.safe_dump({
+        "_base_": os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "_base_", "embedded_scenes.yml"),
+        "val_dataset": {"dataset_root": scenes_root}, "train_dataset": {"dataset_root": scenes_root},
+        "model": {"type": "RTFormer", "layer_nums": [1, 1, 1, 1], "base_channels": 16, "spp_channels": 32,
+                  "head_channels": 32}}))
+    from segkit.config import load_config
+
+    paddle.seed(0)
+    weights = str(root / "model.pdparams")
+    paddle.save(load_config(str(config)).build_model().state_dict(), weights)
+    images = root / "images"
+    images.mkdir()
+    for name in sorted(os.listdir(os.path.join(scenes_root, "images", "val")))[:3]:
+        Image.open(os.path.join(scenes_root, "images", "val", name)).save(images / name)
+    export_dir = str(root / "export")
+    assert export_cli.main(["--config", str(config), "--model_path", weights, "--save_dir", export_dir,
+                            "--output_op", "none", "--format", "onnx", "--no_simplify"]) == 0
+    return {"config": str(config), "weights": weights, "images": str(images), "export": export_dir, "root": root}
+
+
+def read_maps(folder):
+    sub = os.path.join(folder, "pseudo_color_prediction")
+    return {name: np.asarray(Image.open(os.path.join(sub, name))) for name in sorted(os.listdir(sub))}
+
+
+def test_export_writes_onnx_and_its_metadata(deployed):
+    deploy = yaml.safe_load(open(os.path.join(deployed["export"], "deploy.yaml")))["Deploy"]
+    assert deploy["onnx_model"] == "model.onnx" and deploy["opset"] == 17 and deploy["seed"] == 0
+    assert deploy["num_classes"] == 6 and deploy["class_names"][1] == "sky" and len(deploy["palette"]) == 6
+    assert os.path.isfile(os.path.join(deployed["export"], "model.onnx"))
+
+
+@pytest.mark.parametrize("backend", ["paddle", "onnxruntime"])
+def test_infer_writes_what_predict_writes(deployed, backend):
+    import infer
+    import predict
+
+    expected_dir, got_dir = str(deployed["root"] / "predict"), str(deployed["root"] / f"infer_{backend}")
+    if not os.path.isdir(expected_dir):
+        predict.main(["--config", deployed["config"], "--model_path", deployed["weights"],
+                      "--image_path", deployed["images"], "--save_dir", expected_dir])
+    assert infer.main(["--model_dir", deployed["export"], "--image_path", deployed["images"], "--save_dir", got_dir,
+                       "--backend", backend, "--batch_size", "2"]) == 0
+    expected, got = read_maps(expected_dir), read_maps(got_dir)
+    assert list(got) == list(expected) and len(got) == 3
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name])
+    assert sorted(os.listdir(os.path.join(got_dir, "added_prediction"))) == \
+        sorted(os.listdir(os.path.join(expected_dir, "added_prediction")))
+
+
+def test_segmenter_api_export_and_config_agree(deployed):
+    image = os.path.join(deployed["images"], sorted(os.listdir(deployed["images"]))[0])
+    from_config = segkit.Segmenter(deployed["config"], deployed["weights"])
+    from_export = segkit.Segmenter(deployed["export"], backend="onnxruntime")
+    labels, probs = from_export(image, return_probabilities=True)
+    assert labels.shape == (160, 160) and probs.shape == (6, 160, 160)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(labels, probs.argmax(0))
+    np.testing.assert_array_equal(from_config(image), labels)
+    batch = from_export.predict_batch([image, image])
+    np.testing.assert_array_equal(batch[1], labels)
+
+
+def test_benchmark_prints_latency_percentiles_and_throughput(deployed, capsys):
+    import infer
+
+    assert infer.main(["--model_dir", deployed["export"], "--image_path", deployed["images"], "--benchmark",
+                       "--warmup", "1", "--repeats", "2", "--cpu_threads", "1"]) == 0
+    out = capsys.readouterr().out
+    for text in ("| preprocess |", "| inference |", "| postprocess |", "p50", "p90", "images/s end to end"):
+        assert text in out
+
+
+def test_paddle_backend_falls_back_to_plain_kernels_when_onednn_fails(deployed, monkeypatch):
+    original = PaddleBackend._config
+
+    def broken_onednn(self, deleted_passes):
+        if deleted_passes is not None:
+            raise RuntimeError("(NotFound) simulated oneDNN pass failure")
+        return original(self, deleted_passes)
+
+    monkeypatch.setattr(PaddleBackend, "_config", broken_onednn)
+    backend = PaddleBackend(deployed["export"], {"model": "model.json"}, RuntimeOptions())
+    assert backend.mode == "plain-cpu"
+    assert len(backend.failures) == len(backends.ONEDNN_ATTEMPTS) and "simulated" in backend.failures[0]
+    x = np.random.default_rng(0).normal(size=(1, 3, 64, 96)).astype("float32")
+    plain = PaddleBackend(deployed["export"], {"model": "model.json"}, RuntimeOptions(use_onednn=False))
+    np.testing.assert_array_equal(backend.run(x), plain.run(x))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model_dir", "/nonexistent/export"], "no such export folder"),
+    (["--backend", "onnxruntime", "--model_dir", "{paddle_only}"], "no ONNX model"),
+    (["--device", "gpu", "--model_dir", "{export}"], "no CUDA"),
+    (["--use_trt", "--model_dir", "{export}"], "--use_trt needs --device gpu"),
+])
+def test_bad_input_gives_one_clear_line_and_exit_2(deployed, tmp_path, extra, message):
+    import subprocess
+    import sys
+
+    paddle_only = tmp_path / "paddle_only"
+    paddle_only.mkdir()
+    for name in ("deploy.yaml", "model.json", "model.pdiparams"):
+        os.link(os.path.join(deployed["export"], name), paddle_only / name)
+    args = [a.format(paddle_only=paddle_only, export=deployed["export"]) for a in extra]
+    tool = os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools", "infer.py")
+    result = subprocess.run([sys.executable, tool, "--image_path", deployed["images"]] + args,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+
+
+def test_runtime_options_reject_fp16_without_tensorrt():
+    with pytest.raises(DeployError, match="fp16 needs --use_trt"):
+        RuntimeOptions(precision="fp16").check()
