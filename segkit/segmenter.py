@@ -78,11 +78,11 @@ class Segmenter:
     def _init_dygraph(self, config: str, weights: str, seed: int, opts: List[str]) -> None:
         from segkit.config import INFERENCE_SECTIONS, load_config
         from segkit.models.base import seed_inference
-        from segkit.weights import load_model_file
+        from segkit.weights import WeightsSpec, apply_weights
 
         cfg = load_config(config, opts, sections=INFERENCE_SECTIONS)
-        self.model = cfg.build_model()
-        load_model_file(self.model, weights)
+        self.model = cfg.build_model(pretrained=False)
+        apply_weights(self.model, WeightsSpec(weights))
         self.model.eval()
         seed_inference(self.model, seed)
         self.transforms = cfg.build_transforms("val")
