@@ -7,7 +7,9 @@ therefore a function of (seed, epoch, position) alone: the same with 0 or 8 work
 after a resume, which starts the stream at the iteration where the run stopped.
 """
 
+import os
 import random
+import threading
 from typing import Iterator, List, Tuple
 
 import numpy as np
@@ -20,6 +22,21 @@ from segkit.errors import ConfigError
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The seed of sample ``index``'s transforms in ``epoch`` of a run seeded with ``seed``."""
     return int(np.random.default_rng([seed, epoch, index]).integers(2**31))
+
+
+# The transforms draw from the process-wide NumPy and ``random`` generators. Seeding and drawing happen
+# under this lock, so a sample's augmentation stays a function of its seed even when two loader threads
+# run at once (a finished trainer's prefetch thread beside a new one in the same process).
+_GLOBAL_RNG = threading.Lock()
+
+
+def _fresh_lock_in_child() -> None:
+    """A forked worker starts with an unheld lock, whatever a thread of its parent held at the fork."""
+    global _GLOBAL_RNG
+    _GLOBAL_RNG = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_lock_in_child)
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +106,7 @@ class SeededDataset(paddle.io.Dataset):
 
     def __getitem__(self, key):
         seed, index = key
-        seed_everything(seed)
-        sample = load_sample(self.dataset, index)
+        with _GLOBAL_RNG:
+            seed_everything(seed)
+            sample = load_sample(self.dataset, index)
         return sample if isinstance(sample, SampleFailure) else (sample["img"], sample["label"])
