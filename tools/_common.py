@@ -85,10 +85,11 @@ def run_cli(main) -> None:
     try:
         status = main()
     except SegkitError as exc:
+        code = getattr(exc, "exit_status", 2)  # 2 for bad input; 128 + N for a run stopped by signal N
         if int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1:
-            _leave_distributed_run(f"error: {exc}", 2)
+            _leave_distributed_run(f"error: {exc}", code)
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(code)
     sys.exit(status or 0)
 
 

@@ -22,6 +22,8 @@ def parse_args(argv=None):
     parser.add_argument("--save_dir", default="output", help="where checkpoints, logs and the resolved config go")
     parser.add_argument("--keep_checkpoint_max", type=int, default=5, help="how many iter_N checkpoints to keep")
     parser.add_argument("--resume_model", default=None, help="a save_dir/iter_N folder to continue from, or 'auto' (the newest complete one in save_dir)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start afresh in a save_dir that holds an earlier run's checkpoints (they are deleted)")
     parser.add_argument("--log_iters", type=int, default=10, help="iterations between log lines")
     parser.add_argument("--iters", type=int, default=None, help="override the config's iters")
     parser.add_argument("--batch_size", type=int, default=None, help="override the config's batch_size (per device)")

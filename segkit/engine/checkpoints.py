@@ -8,11 +8,14 @@ name and renamed into place, so an interrupted save never leaves a partial ``ite
 prune. Model weights on their own (pretrained files, URLs, other formats) are ``segkit.weights``.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from typing import Dict, List, Optional
 
 import paddle
@@ -39,8 +42,14 @@ def atomic_save_dir(target: str, files: Dict[str, object]) -> None:
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".tmp", dir=parent)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; checkpoints are ordinary folders
-    for name, obj in files.items():
-        paddle.save(obj, os.path.join(tmp, name))
+    try:
+        for name, obj in files.items():
+            paddle.save(obj, os.path.join(tmp, name))
+    except OSError as exc:  # a full disk, a quota, a folder made read-only during the run
+        shutil.rmtree(tmp, ignore_errors=True)
+        kept = f"; the previous {os.path.basename(target)} is intact" if os.path.isdir(target) else ""
+        raise CheckpointError(f"could not write checkpoint {target}: {exc.strerror or exc}{kept}. Free disk space "
+                              "(or choose another --save_dir) and continue with --resume_model auto.") from None
     old = None
     if os.path.exists(target):
         old = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".old", dir=parent)
@@ -116,6 +125,106 @@ def resolve_resume(resume_model: str, save_dir: str) -> Optional[str]:
     return resume_model
 
 
+def newest_readable(save_dir: str) -> Optional[str]:
+    """The newest ``iter_N`` in ``save_dir`` whose files all read completely; a damaged newer one is
+    reported and skipped (``--resume_model auto`` falls back to the previous checkpoint)."""
+    for folder in reversed(iteration_folders(save_dir)):
+        try:
+            load_checkpoint(folder)
+        except CheckpointError as exc:
+            logger.warning(f"--resume_model auto: skipping {folder}, which cannot be read ({exc}); "
+                           "falling back to the previous checkpoint.")
+            continue
+        return folder
+    return None
+
+
+class SaveDirLock:
+    """An exclusive lock on a ``save_dir`` for one training run: ``save_dir/.lock`` names its owner.
+
+    The lock is an ``flock`` on that file, so the operating system releases it when the process
+    ends however it ends (no stale lock after a crash or a kill). It guards against other
+    processes; trainers built one after another in one process share it. Without ``fcntl``
+    (Windows) no lock is taken.
+    """
+
+    NAME = ".lock"
+    _held: Dict[str, List[int]] = {}  # path -> [file descriptor, users] for the locks this process holds
+
+    def __init__(self, save_dir: str):
+        self.path = os.path.realpath(os.path.join(save_dir, self.NAME))
+        self.taken = False
+
+    def acquire(self) -> "SaveDirLock":
+        """Take the lock, or raise CheckpointError naming the process that holds it."""
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        if self.path not in self._held:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                owner = os.read(fd, 300).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                raise CheckpointError(
+                    f"{os.path.dirname(self.path)} is being written by another training ({owner}); two runs in one "
+                    "save_dir would overwrite each other's checkpoints. Wait for it to end, or give another --save_dir."
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                         f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+            self._held[self.path] = [fd, 0]
+        self._held[self.path][1] += 1
+        self.taken = True
+        return self
+
+    def release(self) -> None:
+        """Release the lock (the last user of this process removes the file and unlocks it)."""
+        if not self.taken:
+            return
+        self.taken = False
+        held = self._held[self.path]
+        held[1] -= 1
+        if held[1] == 0:
+            del self._held[self.path]
+            with contextlib.suppress(OSError):
+                os.remove(self.path)
+            os.close(held[0])
+
+
+def claim_save_dir(save_dir: str, resume_model: Optional[str], overwrite: bool) -> SaveDirLock:
+    """Check that ``save_dir`` can take this run's checkpoints and lock it for the run.
+
+    Refuses a path that is a file or cannot be written, a folder another training is writing, and a
+    fresh run (no ``resume_model``) into a folder that holds another run's checkpoints, unless
+    ``overwrite`` (then those checkpoints are removed first, so ``auto`` never resumes from them).
+    """
+    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
+        raise CheckpointError(f"--save_dir {save_dir} is a file, not a folder; give a folder for the checkpoints.")
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+        tempfile.TemporaryFile(dir=save_dir).close()
+    except OSError as exc:
+        raise CheckpointError(f"--save_dir {save_dir} cannot be written ({exc.strerror or exc}); "
+                              "give a folder you can write to.") from None
+    lock = SaveDirLock(save_dir).acquire()
+    previous = iteration_folders(save_dir) + [p for p in [os.path.join(save_dir, "best_model")] if os.path.isdir(p)]
+    if previous and not resume_model:
+        if not overwrite:
+            lock.release()
+            raise CheckpointError(
+                f"--save_dir {save_dir} holds checkpoints of an earlier run ({', '.join(map(os.path.basename, previous))}); "
+                "a fresh run would mix its checkpoints with them. Continue that run with --resume_model auto, give "
+                "another --save_dir, or add --overwrite to delete them and start over."
+            )
+        for folder in previous:
+            shutil.rmtree(folder)
+        logger.info(f"--overwrite: removed the earlier run's {', '.join(map(os.path.basename, previous))}.")
+    return lock
+
+
 def load_checkpoint(folder: str) -> Dict[str, Dict]:
     """Read the three files of a checkpoint folder (plus ``ema.pdparams`` when present) as data:
     arrays come back as NumPy arrays, and a file naming code is refused (``segkit.weights.safe_pickle``)."""
@@ -186,6 +295,7 @@ class CheckpointManager:
     def __init__(self, save_dir: str, keep: int, writer: bool = True):
         self.save_dir, self.keep, self.writer = save_dir, keep, writer
         self.last: Optional[str] = None
+        self.lock: Optional[SaveDirLock] = None
 
     def prepare(self, cfg) -> None:
         """Create ``save_dir`` and write the resolved config next to the checkpoints."""
@@ -193,18 +303,28 @@ class CheckpointManager:
             os.makedirs(self.save_dir, exist_ok=True)
             cfg.dump(os.path.join(self.save_dir, "config.yml"))
 
-    def find_resume(self, resume_model: Optional[str]) -> Optional[str]:
-        """Tidy up an interrupted save, then the folder ``resume_model`` names (``auto``: the newest
-        complete ``iter_N``), or None to start from scratch."""
+    def find_resume(self, resume_model: Optional[str], overwrite: bool = False) -> Optional[str]:
+        """Claim ``save_dir`` (rank 0), tidy up an interrupted save, then the folder ``resume_model``
+        names (``auto``: the newest ``iter_N`` that reads completely), or None to start from scratch."""
         if self.writer:
+            self.lock = claim_save_dir(self.save_dir, resume_model, overwrite)
             for action in clean_interrupted(self.save_dir):
                 logger.info(f"Interrupted save: {action}.")
         if not resume_model:
             return None
-        folder = resolve_resume(resume_model, self.save_dir)
+        if resume_model == "auto":
+            folder = newest_readable(self.save_dir)
+        else:
+            folder = resolve_resume(resume_model, self.save_dir)
         if folder is None and self.writer:
             logger.info(f"--resume_model auto: no checkpoint in {self.save_dir} yet; starting from scratch.")
         return folder
+
+    def close(self) -> None:
+        """Release ``save_dir`` for other runs."""
+        if self.lock:
+            self.lock.release()
+            self.lock = None
 
     def save_iteration(self, iteration: int, parts: Trainables, state: TrainState) -> str:
         """Write ``iter_<iteration>`` and prune old ones; returns the folder."""

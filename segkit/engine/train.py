@@ -31,6 +31,7 @@ from segkit.config import Config
 from segkit.engine.checkpoints import CheckpointManager, Trainables
 from segkit.engine.ema import ModelEMA
 from segkit.engine.evaluate import evaluate, write_reports
+from segkit.engine.interrupt import StopOnSignal, interrupted
 from segkit.engine.loader import guarded_loader, next_batch
 from segkit.engine.report import write_html_report
 from segkit.engine.precision import Precision, gradients_finite
@@ -116,6 +117,8 @@ class Trainer:
         except BaseException:
             if self.console:
                 self.console.detach()
+            if getattr(self, "checkpoints", None):
+                self.checkpoints.close()
             raise
 
     def setup(self) -> None:
@@ -125,7 +128,7 @@ class Trainer:
         paddle.seed(options.seed)
         np.random.seed(options.seed)
         self.checkpoints = CheckpointManager(options.save_dir, options.keep_checkpoint_max, writer=self.rank == 0)
-        self.resume_from = self.checkpoints.find_resume(options.resume_model)
+        self.resume_from = self.checkpoints.find_resume(options.resume_model, options.overwrite)
         self.build_model()
         self.build_data()
         if self.resume_from:
@@ -177,16 +180,26 @@ class Trainer:
         batches = self.loader(self.state.iter)
         self.log.open(self.state.iter, self.state.train_log_bytes)
         try:
-            for iteration in range(self.state.iter + 1, self.cfg.iters + 1):
-                self.run_iteration(iteration, batches)
-                if iteration % self.opts.save_interval == 0 or iteration == self.cfg.iters:
-                    self.evaluate_and_save(iteration)
-                    if self.stop_early(iteration):
-                        break
-                self.log.clock.restart()
+            with StopOnSignal() as stop:
+                for iteration in range(self.state.iter + 1, self.cfg.iters + 1):
+                    self.run_iteration(iteration, batches)
+                    if iteration % self.opts.save_interval == 0 or iteration == self.cfg.iters:
+                        self.evaluate_and_save(iteration)
+                        if self.stop_early(iteration):
+                            break
+                    self.log.clock.restart()
+                    self.check_signal(stop, iteration)
         finally:
             self.log.close()
+            self.checkpoints.close()
         return self.state
+
+    def check_signal(self, stop: StopOnSignal, iteration: int) -> None:
+        """Stop cleanly between iterations (never inside a save) once SIGINT or SIGTERM reached any rank."""
+        signum = stop.requested(self.world)
+        if signum and iteration < self.cfg.iters:
+            raise interrupted(signum, iteration, self.checkpoints.last,
+                              f"--resume_model auto --save_dir {self.opts.save_dir}")
 
     def stop_early(self, iteration: int) -> bool:
         """Whether ``--early_stop_intervals`` evaluations in a row fell short of the best mIoU (PaddleSeg's rule)."""

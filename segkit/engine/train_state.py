@@ -26,6 +26,7 @@ class TrainOptions:
     ema_decay: float = 0.9999
     accumulate_steps: int = 1
     sync_bn: bool = False
+    overwrite: bool = False
     early_stop_intervals: Optional[int] = None
     repeats: int = 1
 

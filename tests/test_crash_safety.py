@@ -1,0 +1,141 @@
+"""Crashes lose nothing: tools/train.py stopped by SIGINT or SIGTERM, a second run into the same
+save_dir, a fresh run over an earlier run's checkpoints, a damaged newest checkpoint, a failed write
+and a damaged image mid-run, each as a user meets it."""
+
+import errno
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import paddle
+import pytest
+from cli import TIMEOUT, make_case, run_side_by_side, tool
+from conftest import QUICKSTART, ROOT, tiny_opts
+
+from segkit.engine import checkpoints
+from segkit.errors import CheckpointError
+
+
+def start(save_dir, scenes_root, *flags, iters=40):
+    argv = tool("train.py", "--config", QUICKSTART, "--save_dir", save_dir, "--save_interval", 1, "--log_iters", 1,
+                *flags, "--opts", *tiny_opts(scenes_root, iters=iters, crop=32))
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_checkpoint(save_dir, proc, name="iter_2"):
+    end = time.time() + TIMEOUT
+    while not os.path.isdir(os.path.join(save_dir, name)):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < end, f"no {name} after {TIMEOUT} s"
+        time.sleep(0.05)
+
+
+def leftovers(save_dir):
+    return [n for n in os.listdir(save_dir) if n.startswith(".")]
+
+
+@pytest.mark.timeout(3 * TIMEOUT)
+def test_signals_stop_cleanly_the_lock_refuses_a_second_run_and_resume_falls_back(scenes_root, tmp_path):
+    runs = {sig: str(tmp_path / sig.name) for sig in (signal.SIGINT, signal.SIGTERM)}
+    procs = {sig: start(save_dir, scenes_root) for sig, save_dir in runs.items()}
+    try:
+        for sig, proc in procs.items():
+            wait_for_checkpoint(runs[sig], proc, "iter_3")
+        second = subprocess.run(tool("train.py", "--config", QUICKSTART, "--save_dir", runs[signal.SIGINT],
+                                     "--resume_model", "auto", "--opts", *tiny_opts(scenes_root)),
+                                cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+        for sig, proc in procs.items():
+            proc.send_signal(sig)
+        outputs = {sig: proc.communicate(timeout=TIMEOUT)[0] for sig, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    # The second run was refused, naming the process that holds the save_dir.
+    pid = procs[signal.SIGINT].pid
+    assert second.returncode == 2 and f"being written by another training (pid {pid} " in second.stderr, second.stderr
+    for sig, out in outputs.items():
+        assert procs[sig].returncode == 128 + sig, out[-3000:]
+        assert f"{sig.name} received: training stopped cleanly" in out and "--resume_model auto" in out, out[-3000:]
+        assert "Traceback" not in out, out[-3000:]
+        assert leftovers(runs[sig]) == [], leftovers(runs[sig])  # no temporary folder, no lock
+        newest = checkpoints.iteration_folders(runs[sig])[-1]
+        assert f"The last checkpoint is {newest}" in out
+    # The newest checkpoint is damaged (a truncated optimizer state): auto resumes from the one before.
+    save_dir = runs[signal.SIGINT]
+    folders = checkpoints.iteration_folders(save_dir)
+    with open(os.path.join(folders[-1], "model.pdopt"), "r+b") as f:
+        f.truncate(100)
+    finished = subprocess.run(tool("train.py", "--config", QUICKSTART, "--save_dir", save_dir, "--resume_model", "auto",
+                                   "--save_interval", 100, "--opts", *tiny_opts(scenes_root, iters=len(folders) + 1,
+                                                                                crop=32)),
+                              cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    out = finished.stdout + finished.stderr
+    assert finished.returncode == 0, out[-3000:]
+    assert f"skipping {folders[-1]}" in out and f"Resumed from {folders[-2]}" in out, out[-3000:]
+
+
+def run_train(argv, capsys):
+    import train as train_tool
+    from _common import run_cli
+
+    with pytest.raises(SystemExit) as info:
+        run_cli(lambda: train_tool.main(argv))
+    return info.value.code, capsys.readouterr().err
+
+
+def test_save_dir_that_is_a_file_or_holds_another_run_is_refused(scenes_root, tmp_path, capsys):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("x")
+    code, err = run_train(["--config", QUICKSTART, "--save_dir", str(a_file), "--opts", *tiny_opts(scenes_root)], capsys)
+    assert code == 2 and f"--save_dir {a_file} is a file" in err
+    earlier = tmp_path / "run"
+    (earlier / "iter_8").mkdir(parents=True)
+    for name in checkpoints.FILES:
+        (earlier / "iter_8" / name).write_bytes(b"x")
+    argv = ["--config", QUICKSTART, "--save_dir", str(earlier), "--save_interval", "1", "--opts",
+            *tiny_opts(scenes_root, iters=1, crop=32)]
+    code, err = run_train(argv, capsys)
+    assert code == 2 and "holds checkpoints of an earlier run (iter_8)" in err and "--overwrite" in err
+    assert (earlier / "iter_8").is_dir()  # untouched
+    code, _ = run_train(argv + ["--overwrite"], capsys)
+    assert code == 0 and sorted(p.name for p in earlier.glob("iter_*")) == ["iter_1"]
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    target = str(tmp_path / "iter_4")
+    checkpoints.atomic_save_dir(target, {"model.pdparams": {"w": np.ones(3, np.float32)}})
+    real_save = paddle.save
+
+    def disk_full(obj, path, *args, **kwargs):
+        if path.endswith("model.pdopt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(paddle, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device; the previous iter_4 is intact"):
+        checkpoints.atomic_save_dir(target, {"model.pdparams": {"w": np.zeros(3, np.float32)}, "model.pdopt": {}})
+    assert os.listdir(tmp_path) == ["iter_4"]  # no temporary folder left
+    np.testing.assert_array_equal(paddle.load(os.path.join(target, "model.pdparams"))["w"].numpy(), np.ones(3))
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_a_damaged_image_mid_run_stops_and_the_last_checkpoint_resumes(tmp_path):
+    from segkit.config import load_config
+    from segkit.engine.sampler import TrainSampler
+
+    config, _ = make_case(tmp_path, "data", "train", None)
+    files = load_config(config).build_dataset("train").file_list
+    second = files[TrainSampler(len(files), 1, seed=0).batch(1)[0][1]][0]  # the image of iteration 2
+    good = open(second, "rb").read()
+    open(second, "wb").close()  # zero bytes, as a copy cut short leaves it
+    save_dir = tmp_path / "run"
+    argv = ["--config", config, "--save_dir", save_dir, "--save_interval", 1, "--batch_size", 1, "--iters", 3]
+    stopped = run_side_by_side({"damaged": tool("train.py", *argv)})["damaged"]
+    assert stopped[0] == 2 and f"{second} is empty (0 bytes)" in stopped[1] and "Traceback" not in stopped[1]
+    assert [os.path.basename(f) for f in checkpoints.iteration_folders(save_dir)] == ["iter_1"]
+    with open(second, "wb") as f:
+        f.write(good)
+    resumed = run_side_by_side({"fixed": tool("train.py", *argv, "--resume_model", "auto")})["fixed"]
+    assert resumed[0] == 0 and f"Resumed from {save_dir / 'iter_1'}" in resumed[1], resumed[1][-3000:]
