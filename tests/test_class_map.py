@@ -133,7 +133,7 @@ def test_every_family_and_mode_predicts_the_same_classes(name, monkeypatch):
         paddle.seed(1)
         fast = predict_classes(model, image, trans_info, cfg)
         assert fast.dtype == reference.dtype and np.array_equal(fast, reference), (name, mode)
-    assert len(resized) == 3 and all(ids.size < 150 for ids in resized)
+    assert len(resized) == 1 and resized[0].size < 150  # whole-image inference resized fewer classes
 
 
 def test_head_resolution_only_in_eval():
