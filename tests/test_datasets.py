@@ -26,6 +26,16 @@ def write_image(path, h, w, seed=0):
     return img
 
 
+def write_pairs(root, counts, name, image, label):
+    """``images/<split>/<name>.jpg`` (``image(i)``) and ``annotations/<split>/<name>.png`` (``label``)
+    for ``counts[split]`` samples of each split."""
+    for split, count in counts.items():
+        for i in range(count):
+            os.makedirs(root / "images" / split, exist_ok=True)
+            Image.fromarray(image(i)).save(root / "images" / split / f"{name(split, i)}.jpg")
+            write_label(root / "annotations" / split / f"{name(split, i)}.png", label)
+
+
 def write_label(path, label, palette=False):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     im = Image.fromarray(label.astype(np.uint8), mode="L")
@@ -297,16 +307,11 @@ def test_camvid_layout_void_ignored_and_test_labels(camvid):
 @pytest.fixture
 def ade(tmp_path):
     root = tmp_path / "ADEChallengeData2016"
-    for split, count in (("training", 2), ("validation", 2)):
-        for i in range(count):
-            name = f"ADE_{split[:5]}_{i:08d}"
-            img = np.random.default_rng(i).integers(0, 256, size=(20, 30, 3)).astype(np.uint8)
-            os.makedirs(root / "images" / split, exist_ok=True)
-            Image.fromarray(img).save(root / "images" / split / f"{name}.jpg")
-            label = np.zeros((20, 30), np.uint8)
-            label[:, 10:] = 1
-            label[:, 20:] = 150
-            write_label(root / "annotations" / split / f"{name}.png", label)
+    label = np.zeros((20, 30), np.uint8)
+    label[:, 10:] = 1
+    label[:, 20:] = 150
+    write_pairs(root, {"training": 2, "validation": 2}, lambda split, i: f"ADE_{split[:5]}_{i:08d}",
+                lambda i: np.random.default_rng(i).integers(0, 256, size=(20, 30, 3)).astype(np.uint8), label)
     return root
 
 
@@ -346,14 +351,10 @@ def test_ade20k_errors(ade):
 @pytest.fixture
 def coco(tmp_path):
     root = tmp_path / "cocostuff"
-    for split, count in (("train2017", 2), ("val2017", 1)):
-        for i in range(count):
-            name = f"{i:012d}"
-            os.makedirs(root / "images" / split, exist_ok=True)
-            Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(root / "images" / split / f"{name}.jpg")
-            raw = np.full((12, 16), 181, np.uint8)
-            raw[0] = 255
-            write_label(root / "annotations" / split / f"{name}.png", raw)
+    raw = np.full((12, 16), 181, np.uint8)
+    raw[0] = 255
+    write_pairs(root, {"train2017": 2, "val2017": 1}, lambda split, i: f"{i:012d}",
+                lambda i: np.zeros((12, 16, 3), np.uint8), raw)
     return root
 
 
