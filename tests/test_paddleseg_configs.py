@@ -147,7 +147,7 @@ def test_device_and_unsupported_flags_are_one_clear_error(argv, message):
         train_tool.build_trainer(["--config", QUICKSTART, *argv])
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_unsupported_flag_exits_2_with_one_line(tmp_path):
     result = subprocess.run([sys.executable, "tools/val.py", "--config", QUICKSTART, "--model_path", "x",
                              "--data_format", "NHWC"], cwd=ROOT, capture_output=True, text=True,
