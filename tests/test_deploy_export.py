@@ -2,6 +2,7 @@
 (plain CPU kernels and oneDNN with the pass workaround) and the ONNX model (paddle2onnx + ONNX
 Runtime) compute the dygraph model's function; SegNeXt's eval is deterministic and equal to its export."""
 
+import os
 
 import numpy as np
 import paddle
