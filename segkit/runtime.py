@@ -18,6 +18,7 @@ segkit as a library may call them too.
 import ctypes
 import math
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -96,8 +97,24 @@ def _set_opencv_threads(threads: int) -> None:
 
 def worker_init(worker_id: int) -> None:  # noqa: ARG001 (the DataLoader's worker_init_fn signature)
     """``worker_init_fn`` for DataLoader workers: one compute thread each, so that N workers and the
-    model's threads do not oversubscribe the cores."""
+    model's threads do not oversubscribe the cores; and, on Linux, the worker ends with its parent."""
     set_threads(1)
+    end_with_parent()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def end_with_parent() -> None:
+    """Have the kernel kill this process when the process that forked it dies (Linux).
+
+    A training rank that stops on an error under ``paddle.distributed.launch`` leaves at once
+    (``os._exit``, or the launcher's SIGTERM), with no chance to stop its DataLoader workers; without
+    this they would wait on their index queues forever, orphaned. (The kernel acts when the forking
+    thread ends; Paddle's DataLoader forks its workers from the thread that iterates it.)
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 DEVICES = ("cpu", "gpu", "xpu", "npu", "mlu")

@@ -8,6 +8,7 @@ and 2 workers. The cases run side by side to keep the suite short.
 
 import os
 import sys
+import time
 
 import numpy as np
 import paddle
@@ -99,3 +100,21 @@ def test_every_rank_stops_at_a_bad_label_under_distributed_launch(tmp_path):
         assert code == 2, f"{w} workers: launcher exit {code}\n{err[-3000:]}\n{logs[0][-2000:]}\n{logs[1][-2000:]}"
         for log in logs:  # every rank ended with the message, none in a collective or a traceback
             assert bad in log and "Traceback" not in log, log[-3000:]
+    assert processes_naming(tmp_path) == [], "ranks or loader workers outlived the run"
+
+
+def processes_naming(path, grace_s=20.0):
+    """Pids of live processes whose command line names ``path``, after up to ``grace_s`` for them to end."""
+    end = time.time() + grace_s
+    while True:
+        alive = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if str(path).encode() in f.read():
+                        alive.append(int(pid))
+            except OSError:  # ended meanwhile
+                pass
+        if not alive or time.time() > end:
+            return alive
+        time.sleep(0.5)
