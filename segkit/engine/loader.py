@@ -105,33 +105,26 @@ def failure_of(batch: Any) -> Optional[SampleFailure]:
 
 
 def raise_failures(batches: Iterable[Any]) -> Iterator[Any]:
-    """Yield ``batches``; raise the error of the first one that carries a SampleFailure. Close the
-    generator (``close()``) to stop the loader's workers at once.
+    """Yield ``batches``; raise the error of the first one that carries a SampleFailure.
 
     A worker killed by the system (out of memory, a crash in native code) makes Paddle raise a
     bare SystemError or RuntimeError; it is reported as a DatasetError with the way to see the cause.
     """
     iterator = iter(batches)
-    try:
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            except (SystemError, RuntimeError) as exc:
-                raise DatasetError(
-                    f"data loading stopped: {str(exc).strip().splitlines()[0]}. A loading worker died (often out of "
-                    "memory); rerun with --num_workers 0 to see the cause, or lower batch_size / num_workers."
-                ) from None
-            failure = failure_of(batch)
-            if failure is not None:
-                raise failure.error
-            yield batch
-    finally:
-        # Drop the DataLoader's iterator now, however the stream ends (an error, close(), a signal),
-        # so that it stops its workers here rather than at interpreter exit, where Paddle reports
-        # their end as a SystemError traceback.
-        del iterator
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (SystemError, RuntimeError) as exc:
+            raise DatasetError(
+                f"data loading stopped: {str(exc).strip().splitlines()[0]}. A loading worker died (often out of "
+                "memory); rerun with --num_workers 0 to see the cause, or lower batch_size / num_workers."
+            ) from None
+        failure = failure_of(batch)
+        if failure is not None:
+            raise failure.error
+        yield batch
 
 
 def guarded_loader(dataset: Any, batch_sampler: Iterable, num_workers: int, collate_fn: Callable, **kwargs) -> Iterator:

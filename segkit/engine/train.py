@@ -190,7 +190,6 @@ class Trainer:
                     self.log.clock.restart()
                     self.check_signal(stop, iteration)
         finally:
-            batches.close()  # stops the data-loading workers now, not at interpreter exit
             self.log.close()
             self.checkpoints.close()
         return self.state
