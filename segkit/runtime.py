@@ -97,7 +97,12 @@ def _set_opencv_threads(threads: int) -> None:
 
 def worker_init(worker_id: int) -> None:  # noqa: ARG001 (the DataLoader's worker_init_fn signature)
     """``worker_init_fn`` for DataLoader workers: one compute thread each, so that N workers and the
-    model's threads do not oversubscribe the cores; and, on Linux, the worker ends with its parent."""
+    model's threads do not oversubscribe the cores; on Linux, the worker ends with its parent; and it
+    ignores SIGINT and SIGTERM: a terminal's Ctrl-C (and ``timeout`` or a batch scheduler's SIGTERM)
+    reaches the whole process group, and the main process, which stops cleanly between iterations,
+    then stops its workers itself (``segkit.engine.loader``)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
     set_threads(1)
     end_with_parent()
 

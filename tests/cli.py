@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT
@@ -93,3 +94,20 @@ def assert_clean_stop(results, bad, status=2):
         assert code == status, f"{name}: exit {code}\n{err[-3000:]}"
         assert bad in err, f"{name}: the message does not name {bad}\n{err[-3000:]}"
         assert "Traceback" not in err and "C++ Traceback" not in err, f"{name}:\n{err[-3000:]}"
+
+
+def processes_naming(path, grace_s=20.0):
+    """Pids of live processes whose command line names ``path``, after up to ``grace_s`` for them to end."""
+    end = time.time() + grace_s
+    while True:
+        alive = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if str(path).encode() in f.read():
+                        alive.append(int(pid))
+            except OSError:  # ended meanwhile
+                pass
+        if not alive or time.time() > end:
+            return alive
+        time.sleep(0.5)

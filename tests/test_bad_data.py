@@ -8,12 +8,11 @@ and 2 workers. The cases run side by side to keep the suite short.
 
 import os
 import sys
-import time
 
 import numpy as np
 import paddle
 import pytest
-from cli import TIMEOUT, assert_clean_stop, image_path, make_case, run_side_by_side, tool
+from cli import TIMEOUT, assert_clean_stop, image_path, make_case, processes_naming, run_side_by_side, tool
 from PIL import Image
 
 
@@ -101,20 +100,3 @@ def test_every_rank_stops_at_a_bad_label_under_distributed_launch(tmp_path):
         for log in logs:  # every rank ended with the message, none in a collective or a traceback
             assert bad in log and "Traceback" not in log, log[-3000:]
     assert processes_naming(tmp_path) == [], "ranks or loader workers outlived the run"
-
-
-def processes_naming(path, grace_s=20.0):
-    """Pids of live processes whose command line names ``path``, after up to ``grace_s`` for them to end."""
-    end = time.time() + grace_s
-    while True:
-        alive = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if str(path).encode() in f.read():
-                        alive.append(int(pid))
-            except OSError:  # ended meanwhile
-                pass
-        if not alive or time.time() > end:
-            return alive
-        time.sleep(0.5)

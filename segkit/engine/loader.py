@@ -13,9 +13,21 @@ So no exception ever leaves a dataset inside a DataLoader built by segkit: ``Gua
 ``guard_collate`` turn it into a ``SampleFailure`` value (a ``DatasetError`` naming the sample's
 files), the batch carries it to the main process like any other Python object, and
 ``raise_failures`` raises it there, where the tools print one message and exit with status 2.
+
+Worker processes are stopped by the main process, never left to interpreter exit. At exit,
+``multiprocessing`` terminates (SIGTERM) the daemon workers still alive, and Paddle's SIGCHLD
+handler reports each such death as a ``SystemError`` traceback ("DataLoader process ... killed by
+signal: Terminated"): the traceback a Ctrl-C during training used to end with. So a loader stream
+stops its workers when it ends, however it ends (exhausted, an error, ``close()``), and an exit
+hook, which runs before multiprocessing's own, stops those of any stream still open. The workers
+ignore SIGINT (``segkit.runtime.worker_init``): a terminal's Ctrl-C reaches the whole process
+group, and only the main process decides how to stop.
 """
 
+import atexit
+import multiprocessing.util  # noqa: F401 (its exit hook is registered first, so segkit's runs before it)
 import traceback
+import weakref
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -104,27 +116,61 @@ def failure_of(batch: Any) -> Optional[SampleFailure]:
     return None
 
 
+WORKER_STOP_SECONDS = 10  # for a worker to finish the sample it is loading before it is killed
+
+_open_streams: "weakref.WeakSet[Any]" = weakref.WeakSet()  # Paddle iterators whose workers may be alive
+
+
+def stop_workers(iterator: Any) -> None:
+    """Stop the worker processes of a ``paddle.io.DataLoader`` iterator, if it has any, and forget them.
+
+    Paddle's own shutdown (``_try_shutdown_all``, what it runs at the end of an epoch) tells each
+    worker to finish and unregisters them from its SIGCHLD check; a worker still busy after
+    ``WORKER_STOP_SECONDS`` is killed, which no longer counts as a failure.
+    """
+    _open_streams.discard(iterator)
+    workers = getattr(iterator, "_workers", None)
+    if not workers:
+        return
+    iterator._try_shutdown_all(WORKER_STOP_SECONDS)
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+@atexit.register
+def _stop_open_streams() -> None:
+    for iterator in list(_open_streams):
+        stop_workers(iterator)
+
+
 def raise_failures(batches: Iterable[Any]) -> Iterator[Any]:
-    """Yield ``batches``; raise the error of the first one that carries a SampleFailure.
+    """Yield ``batches``; raise the error of the first one that carries a SampleFailure. The loader's
+    workers stop when the stream ends (exhausted, an error, ``close()``), else at interpreter exit.
 
     A worker killed by the system (out of memory, a crash in native code) makes Paddle raise a
     bare SystemError or RuntimeError; it is reported as a DatasetError with the way to see the cause.
     """
     iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except (SystemError, RuntimeError) as exc:
-            raise DatasetError(
-                f"data loading stopped: {str(exc).strip().splitlines()[0]}. A loading worker died (often out of "
-                "memory); rerun with --num_workers 0 to see the cause, or lower batch_size / num_workers."
-            ) from None
-        failure = failure_of(batch)
-        if failure is not None:
-            raise failure.error
-        yield batch
+    _open_streams.add(iterator)
+    try:
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except (SystemError, RuntimeError) as exc:
+                raise DatasetError(
+                    f"data loading stopped: {str(exc).strip().splitlines()[0]}. A loading worker died (often out "
+                    "of memory); rerun with --num_workers 0 to see the cause, or lower batch_size / num_workers."
+                ) from None
+            failure = failure_of(batch)
+            if failure is not None:
+                raise failure.error
+            yield batch
+    finally:
+        stop_workers(iterator)
 
 
 def guarded_loader(dataset: Any, batch_sampler: Iterable, num_workers: int, collate_fn: Callable, **kwargs) -> Iterator:

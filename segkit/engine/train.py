@@ -190,6 +190,7 @@ class Trainer:
                     self.log.clock.restart()
                     self.check_signal(stop, iteration)
         finally:
+            batches.close()  # stops the data-loading workers now
             self.log.close()
             self.checkpoints.close()
         return self.state
