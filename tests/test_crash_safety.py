@@ -146,3 +146,48 @@ def test_a_damaged_image_mid_run_stops_and_the_last_checkpoint_resumes(tmp_path)
         f.write(good)
     resumed = run_side_by_side({"fixed": tool("train.py", *argv, "--resume_model", "auto")})["fixed"]
     assert resumed[0] == 0 and f"Resumed from {save_dir / 'iter_1'}" in resumed[1], resumed[1][-3000:]
+
+
+def wait_for_text(log, text, proc):
+    end = time.time() + TIMEOUT
+    while text not in log.read_text():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.time() < end, f"no {text!r} after {TIMEOUT} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_val_and_predict_stop_on_a_signal_with_one_line(scenes_root, tmp_path):
+    """SIGTERM met Paddle's C++ handler (a C++ stack), Ctrl-C a KeyboardInterrupt traceback."""
+    from segkit.config import load_config
+
+    weights = str(tmp_path / "model.pdparams")
+    opts = ["--opts", *tiny_opts(scenes_root)]
+    paddle.save(load_config(QUICKSTART, opts[1:]).build_model(pretrained=False).state_dict(), weights)
+    common = ["--config", QUICKSTART, "--model_path", weights]
+    runs = {  # name: (argv, signal, to the whole process group, the text that shows it is at work)
+        "val.py": (tool("val.py", *common, "--num_workers", 2, "--save_dir", tmp_path / "val", *opts),
+                   signal.SIGINT, True, "Loaded "),
+        "predict.py": (tool("predict.py", *common, "--image_path", os.path.join(scenes_root, "images", "val"),
+                            "--save_dir", tmp_path / "predict", *opts), signal.SIGTERM, False, "Loaded "),
+    }
+    procs, logs = {}, {}
+    try:
+        for name, (argv, _, _, _) in runs.items():
+            logs[name] = tmp_path / f"{name}.log"
+            procs[name] = subprocess.Popen(argv, cwd=ROOT, stdout=logs[name].open("w"), stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+        for name, (_, sig, group, ready) in runs.items():
+            wait_for_text(logs[name], ready, procs[name])
+            time.sleep(1.0)  # into the images
+            os.killpg(procs[name].pid, sig) if group else procs[name].send_signal(sig)
+        codes = {name: proc.wait(timeout=TIMEOUT) for name, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.kill()
+    for name, (_, sig, _, _) in runs.items():
+        out = logs[name].read_text()
+        assert codes[name] == 128 + sig, out[-3000:]
+        assert out.rstrip().endswith(f"error: {sig.name} received: {name} stopped."), out[-3000:]
+        assert "Traceback" not in out and "SystemError" not in out, out[-3000:]
+    assert processes_naming(tmp_path, grace_s=0) == [], "loader workers outlived the run"

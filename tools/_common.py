@@ -4,6 +4,7 @@ handler (exit status 2 for bad input). A tool parses its flags, calls segkit and
 
 import argparse
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -76,12 +77,49 @@ def apply_runtime(args, training: bool = False) -> int:
 
     threads = runtime.configure_process(args.threads, args.device, training=training)
     logger.info(f"Compute threads: {threads} (of {runtime.available_cores()} available cores; --threads to change).")
+    stop_on_signals()
     return threads
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(SegkitError):
+    """The tool was stopped by a signal; it exits with 128 + the signal number, as a shell reports it."""
+
+    def __init__(self, signum: int):
+        tool = os.path.basename(sys.argv[0])
+        super().__init__(f"{signal.Signals(signum).name} received: {tool} stopped.")
+        self.exit_status = 128 + signum
+
+
+def stop_on_signals() -> None:
+    """Make SIGINT and SIGTERM end the tool with one line and status 130 / 143 (through ``run_cli``).
+
+    Without this, SIGTERM meets the C++ handler ``import paddle`` installs, which prints a C++
+    stack, and SIGINT a KeyboardInterrupt traceback. Called once paddle is imported (it would
+    replace the handlers installed before); training then notes the signals itself, to stop at a
+    clean point. A process forked from this one (a DataLoader worker, until its own ``worker_init``
+    runs) ignores them: the main process stops it.
+    """
+    pid = os.getpid()
+
+    def stop(signum, frame):  # noqa: ARG001 (a signal handler's signature)
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_IGN)
+            return
+        raise Stopped(signum)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, stop)
 
 
 def run_cli(main) -> None:
     """Run a tool's ``main()`` and exit with the status it returns (None: 0), the one error handler of
-    every tool: bad input (a SegkitError) prints one clear message, no traceback, and exits with status 2."""
+    every tool: bad input (a SegkitError) prints one clear message, no traceback, and exits with status 2;
+    a signal (``stop_on_signals``) one line and 128 + its number. The signal handlers in place before
+    ``main()`` are put back afterwards (for a tool run inside another program, such as the tests)."""
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         status = main()
     except SegkitError as exc:
@@ -90,6 +128,9 @@ def run_cli(main) -> None:
             _leave_distributed_run(f"error: {exc}", code)
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(code)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
     sys.exit(status or 0)
 
 
