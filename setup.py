@@ -21,6 +21,6 @@ setup(
     packages=find_packages(include=["segkit", "segkit.*"]),
     python_requires=">=3.9",
     install_requires=requirements(),
-    # tools/export.py --format onnx and tools/infer.py --backend onnxruntime (onnxslim simplifies when present)
-    extras_require={"deploy": ["paddle2onnx>=2.1", "onnxruntime>=1.20", "onnxslim"]},
+    # tools/export.py --format onnx and tools/infer.py --backend onnxruntime / openvino (onnxslim simplifies)
+    extras_require={"deploy": ["paddle2onnx>=2.1", "onnxruntime>=1.20", "onnxslim", "openvino>=2024.0"]},
 )

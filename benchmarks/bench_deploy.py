@@ -13,6 +13,7 @@ counted by ``segkit.complexity.count_macs`` (convs, linears, matrix products).
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -104,6 +105,9 @@ def columns_for(variant: str, height: int, width: int, workdir: str):
     runs[f"segkit Paddle Inference ({paddle_backend.mode})"] = lambda: paddle_backend.run(x)
     ort_backend = create_backend(save_dir, RuntimeOptions("onnxruntime"))
     runs["segkit ONNX Runtime"] = lambda: ort_backend.run(x)
+    if importlib.util.find_spec("openvino"):
+        ov_backend = create_backend(save_dir, RuntimeOptions("openvino"))
+        runs["segkit OpenVINO"] = lambda: ov_backend.run(x)
     peer = paddleseg_model(variant)
     if peer is not None:
         peer.eval()

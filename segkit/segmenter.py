@@ -2,7 +2,7 @@
 
     from segkit import Segmenter
     seg = Segmenter("output/inference_model")                      # an export folder (Paddle Inference)
-    seg = Segmenter("output/inference_model", backend="onnxruntime")
+    seg = Segmenter("output/inference_model", backend="onnxruntime")  # or "openvino"
     seg = Segmenter("configs/my.yml", "output/best_model")           # a config and weights (dygraph)
     labels = seg("image.jpg")                                         # [H, W] class ids at the image's size
     labels, probs = seg(image_rgb_array, return_probabilities=True)   # probs: [K, H, W]
@@ -27,7 +27,7 @@ class Segmenter:
     Args:
         config_or_export: a YAML config (then ``weights`` is required) or a ``tools/export.py`` folder.
         weights: model.pdparams, a checkpoint folder, a URL or a zip (config only).
-        backend: for an export folder, 'paddle' (Paddle Inference) or 'onnxruntime'.
+        backend: for an export folder, 'paddle' (Paddle Inference), 'onnxruntime' or 'openvino' (CPU).
         device: 'cpu' or 'gpu'.
         cpu_threads: compute threads on the CPU (exports; None: the runtime's default).
         use_trt: TensorRT on the GPU (exports).

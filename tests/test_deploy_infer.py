@@ -43,6 +43,13 @@ def deployed(scenes_root, tmp_path_factory):
     return {"config": str(config), "weights": weights, "images": str(images), "export": export_dir, "root": root}
 
 
+def top2_margin(deployed, image):
+    """predict.py's probability margin between the best two classes at each pixel of ``image``."""
+    _, probs = segkit.Segmenter(deployed["config"], deployed["weights"])(image, return_probabilities=True)
+    top = np.sort(probs, axis=0)
+    return top[-1] - top[-2]
+
+
 def read_maps(folder):
     sub = os.path.join(folder, "pseudo_color_prediction")
     return {name: np.asarray(Image.open(os.path.join(sub, name))) for name in sorted(os.listdir(sub))}
@@ -55,7 +62,7 @@ def test_export_writes_onnx_and_its_metadata(deployed):
     assert os.path.isfile(os.path.join(deployed["export"], "model.onnx"))
 
 
-@pytest.mark.parametrize("backend", ["paddle", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["paddle", "onnxruntime", "openvino"])
 def test_infer_writes_what_predict_writes(deployed, backend):
     import infer
     import predict
@@ -69,7 +76,10 @@ def test_infer_writes_what_predict_writes(deployed, backend):
     expected, got = read_maps(expected_dir), read_maps(got_dir)
     assert list(got) == list(expected) and len(got) == 3
     for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name])
+        differ = got[name] != expected[name]
+        if differ.any():  # runtimes round differently: allowed only where the two best classes (almost) tie
+            margin = top2_margin(deployed, os.path.join(deployed["images"], name))
+            assert margin[differ].max() < 1e-3 and differ.mean() < 1e-3, (name, margin[differ])
     assert sorted(os.listdir(os.path.join(got_dir, "added_prediction"))) == \
         sorted(os.listdir(os.path.join(expected_dir, "added_prediction")))
 
@@ -137,6 +147,16 @@ def test_bad_input_gives_one_clear_line_and_exit_2(deployed, tmp_path, extra, me
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
 
 
-def test_runtime_options_reject_fp16_without_tensorrt():
+def test_runtime_options_reject_fp16_without_tensorrt_and_openvino_off_the_cpu():
     with pytest.raises(DeployError, match="fp16 needs --use_trt"):
         RuntimeOptions(precision="fp16").check()
+    with pytest.raises(DeployError, match="openvino runs on the CPU"):
+        RuntimeOptions("openvino", "gpu").check()
+
+
+def test_openvino_backend_without_the_package_names_the_install(deployed, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    with pytest.raises(DeployError, match="pip install openvino"):
+        backends.create_backend(deployed["export"], RuntimeOptions("openvino"))

@@ -1,4 +1,4 @@
-"""Run an exported model (tools/export.py) on images with Paddle Inference or ONNX Runtime.
+"""Run an exported model (tools/export.py) on images with Paddle Inference, ONNX Runtime or OpenVINO.
 
     python tools/infer.py --model_dir output/inference_model --image_path images/ --save_dir output/infer
     python tools/infer.py --model_dir output/inference_model --image_path images/ --backend onnxruntime --benchmark
@@ -28,7 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--config", help="PaddleSeg's habit: the export's deploy.yaml (instead of --model_dir)")
     parser.add_argument("--image_path", required=True, help="an image, a folder of images, or a .txt list of images")
     parser.add_argument("--save_dir", default="output/infer", help="where the predictions go")
-    parser.add_argument("--backend", choices=BACKENDS, default="paddle", help="paddle (Paddle Inference) or onnxruntime")
+    parser.add_argument("--backend", choices=BACKENDS, default="paddle",
+                        help="paddle (Paddle Inference), onnxruntime or openvino (CPU; both read model.onnx)")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
     parser.add_argument("--batch_size", type=int, default=1, help="images per run (images of one input size)")
     parser.add_argument("--cpu_threads", type=int, default=None, help="compute threads on the CPU")

@@ -1,4 +1,4 @@
-"""Runtimes for exported models: Paddle Inference and ONNX Runtime, behind one ``run(batch)`` call.
+"""Runtimes for exported models: Paddle Inference, ONNX Runtime and OpenVINO, behind one ``run(batch)`` call.
 
 An export folder (``tools/export.py``) holds ``deploy.yaml``, the Paddle program (``model.json`` or
 ``model.pdmodel`` + ``model.pdiparams``) and, with ``--format onnx``, ``model.onnx``. A backend takes
@@ -10,9 +10,14 @@ RTFormer, SegNeXt), and its depth-wise convolution pass leaves a fused op withou
 ``fuse_activation`` attribute (HRViT). The backend therefore tries oneDNN without the placement
 pass, then also without the depth-wise pass, then Paddle's plain CPU kernels, checking each
 configuration on a small input before using it; ``backend.mode`` says which one runs.
+
+OpenVINO (optional, ``pip install openvino``) reads the export's ``model.onnx`` and runs it on the
+CPU in fp32: its CPU plugin would otherwise pick bf16 on processors that have it, which changes
+the result.
 """
 
 import dataclasses
+import importlib
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -21,7 +26,7 @@ import yaml
 
 from segkit.errors import SegkitError
 
-BACKENDS = ("paddle", "onnxruntime")
+BACKENDS = ("paddle", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16")
 # oneDNN configurations tried in order: passes deleted from Paddle Inference's oneDNN pipeline.
 ONEDNN_ATTEMPTS = (("onednn", ("onednn_placement_pass",)),
@@ -37,7 +42,7 @@ class RuntimeOptions:
     """How to run an exported model.
 
     Attributes:
-        backend: 'paddle' (Paddle Inference) or 'onnxruntime'.
+        backend: 'paddle' (Paddle Inference), 'onnxruntime' or 'openvino'.
         device: 'cpu' or 'gpu'.
         cpu_threads: compute threads on the CPU (None: the runtime's default).
         use_trt: TensorRT on the GPU (Paddle Inference's TensorRT engine or ONNX Runtime's provider).
@@ -62,6 +67,9 @@ class RuntimeOptions:
             raise DeployError(f"--device {self.device}: expected cpu or gpu.")
         if self.precision not in PRECISIONS:
             raise DeployError(f"--precision {self.precision}: expected one of {', '.join(PRECISIONS)}.")
+        if self.backend == "openvino" and self.device != "cpu":
+            raise DeployError("--backend openvino runs on the CPU here; use --device cpu (or --backend paddle / "
+                              "onnxruntime on a GPU).")
         if self.use_trt and self.device != "gpu":
             raise DeployError("--use_trt needs --device gpu (TensorRT runs on NVIDIA GPUs only).")
         if self.precision == "fp16" and not self.use_trt:
@@ -170,19 +178,29 @@ class PaddleBackend:
         return self._run(self.predictor, batch)
 
 
+def import_runtime(name: str, install: str):
+    """The runtime module ``name``; DeployError saying how to install it when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise DeployError(f"--backend {name} needs the {name} package: {install}.") from exc
+
+
+def onnx_model_path(export_dir: str, deploy: Dict[str, Any]) -> str:
+    """The export's ONNX file; DeployError when the folder has none."""
+    path = os.path.join(export_dir, deploy.get("onnx_model") or "model.onnx")
+    if not os.path.isfile(path):
+        raise DeployError(f"{export_dir}: no ONNX model ({os.path.basename(path)}); export with "
+                          "tools/export.py --format onnx, or use --backend paddle for this folder.")
+    return path
+
+
 class OnnxRuntimeBackend:
     """ONNX Runtime on ``model.onnx`` (CPU; CUDA or TensorRT execution providers on a GPU)."""
 
     def __init__(self, export_dir: str, deploy: Dict[str, Any], options: RuntimeOptions):
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise DeployError("--backend onnxruntime needs the onnxruntime package: pip install onnxruntime "
-                              "(onnxruntime-gpu on a GPU machine).") from exc
-        path = os.path.join(export_dir, deploy.get("onnx_model") or "model.onnx")
-        if not os.path.isfile(path):
-            raise DeployError(f"{export_dir}: no ONNX model ({os.path.basename(path)}); export with "
-                              "tools/export.py --format onnx, or use --backend paddle for this folder.")
+        ort = import_runtime("onnxruntime", "pip install onnxruntime (onnxruntime-gpu on a GPU machine)")
+        path = onnx_model_path(export_dir, deploy)
         session_options = ort.SessionOptions()
         if options.cpu_threads:
             session_options.intra_op_num_threads = options.cpu_threads
@@ -210,6 +228,25 @@ class OnnxRuntimeBackend:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
+class OpenVinoBackend:
+    """OpenVINO on ``model.onnx`` (CPU, fp32, latency hint; dynamic batch and size as exported)."""
+
+    def __init__(self, export_dir: str, deploy: Dict[str, Any], options: RuntimeOptions):
+        openvino = import_runtime("openvino", "pip install openvino (or use --backend onnxruntime on the same export)")
+        path = onnx_model_path(export_dir, deploy)
+        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if options.cpu_threads:
+            config["INFERENCE_NUM_THREADS"] = options.cpu_threads
+        self.compiled = openvino.Core().compile_model(path, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.mode = f"openvino {openvino.__version__.split('-')[0]} CPU fp32"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's output for a float32 [N, 3, H, W] batch."""
+        result = self.request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        return np.array(result[self.compiled.output(0)])
+
+
 def check_device(options: RuntimeOptions) -> None:
     """Raise DeployError when ``--device gpu`` is asked of a Paddle build without CUDA."""
     if options.device == "gpu" and options.backend == "paddle":
@@ -227,4 +264,6 @@ def create_backend(export_dir: str, options: RuntimeOptions, deploy: Optional[Di
     deploy = deploy if deploy is not None else read_deploy_yaml(export_dir)
     if options.backend == "onnxruntime":
         return OnnxRuntimeBackend(export_dir, deploy, options)
+    if options.backend == "openvino":
+        return OpenVinoBackend(export_dir, deploy, options)
     return PaddleBackend(export_dir, deploy, options)
