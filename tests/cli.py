@@ -7,6 +7,7 @@ import time
 
 import pytest
 from conftest import ROOT
+from helpers import schedule_and_loss
 from layouts import cityscapes
 
 TIMEOUT = 300  # seconds for a whole batch of side-by-side runs (a few s each on a quiet machine); a hang fails the test instead of stalling CI
@@ -35,16 +36,7 @@ val_dataset:
 optimizer:
   type: AdamW
   weight_decay: 0.01
-lr_scheduler:
-  type: PolynomialDecay
-  learning_rate: 0.0001
-  end_lr: 0.0
-  power: 1.0
-loss:
-  types:
-    - type: CrossEntropyLoss
-  coef: [1]
-"""
+""" + schedule_and_loss(0.0001)
 
 
 def label_path(root, split, i):

@@ -19,6 +19,7 @@ for path in (ROOT, os.path.join(ROOT, "tools")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from helpers import schedule_and_loss  # noqa: E402
 from segkit.models.base import SegModel  # noqa: E402
 
 
@@ -63,16 +64,7 @@ val_dataset:
     - type: Normalize
 optimizer:
 {optimizer}
-lr_scheduler:
-  type: PolynomialDecay
-  learning_rate: 0.01
-  end_lr: 0.0
-  power: 1.0
-loss:
-  types:
-    - type: CrossEntropyLoss
-  coef: [1]
-"""
+""" + schedule_and_loss(0.01)
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
     return path

@@ -59,3 +59,17 @@ def randomise_state(model, seed: int, new_value) -> None:
         value = new_value(name, tensor, rng)
         if value is not None:
             tensor.set_value(np.asarray(value).astype(tensor.numpy().dtype))
+
+
+def schedule_and_loss(learning_rate: float) -> str:
+    """The YAML tail shared by the tests' training configs: linear decay from ``learning_rate``, plain cross-entropy."""
+    return f"""lr_scheduler:
+  type: PolynomialDecay
+  learning_rate: {learning_rate}
+  end_lr: 0.0
+  power: 1.0
+loss:
+  types:
+    - type: CrossEntropyLoss
+  coef: [1]
+"""
