@@ -129,7 +129,7 @@ def main(argv=None) -> None:
     rows = [bench_paddle("HRViT-b1 + SegFormer head (segkit)", MODELS.get("hrvit_b1")(num_classes=150), True, args)]
     if not args.no_segformer and "segformer_b1" in MODELS:
         rows.append(bench_paddle("SegFormer-B1 (segkit)", MODELS.get("segformer_b1")(num_classes=150), True, args))
-    rows.append(bench_paddle("HRViT-b1 backbone (segkit)", hrvit.HRViT_b1(drop_path_rate=0.1), False, args))
+    rows.append(bench_paddle("HRViT-b1 backbone (segkit)", hrvit.hrvit_b1_backbone(drop_path_rate=0.1), False, args))
     if args.official:
         row = bench_official(args.official, args)
         if row:

@@ -73,7 +73,7 @@ def segkit_steps(name: str, size: int):
         main = lambda out: out[0] if isinstance(out, list) else out  # noqa: E731
         loss_of = lambda x, y: F.cross_entropy(main(model(x)), y, axis=1)  # noqa: E731
     else:
-        model = hrvit.HRViT_b1(drop_path_rate=0.0)
+        model = hrvit.hrvit_b1_backbone(drop_path_rate=0.0)
         loss_of = lambda x, y: sum(o.mean() for o in model(x))  # noqa: E731
     optimizer = paddle.optimizer.AdamW(6e-5, parameters=model.parameters(), weight_decay=0.01)
     x1 = paddle.rand([1, 3, size, size])

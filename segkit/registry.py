@@ -173,4 +173,9 @@ def build(cfg: Dict[str, Any], registry: Registry, where: str, **extra: Any) -> 
         if key not in kwargs and key in accepted:
             kwargs[key] = value
     check_kwargs(target, kwargs, where)
-    return target(**kwargs)
+    try:
+        return target(**kwargs)
+    except ConfigError as exc:
+        if exc.key:  # already names its key
+            raise
+        raise ConfigError(f"{where}: {exc}", key=where) from None

@@ -17,7 +17,7 @@ iters: 2
 model:
   type: SegFormer
   backbone:
-    type: MixVisionTransformer_B0
+    type: mit_b0
   embedding_dim: 32
 train_dataset:
   type: Cityscapes

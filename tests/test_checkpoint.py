@@ -114,7 +114,7 @@ def test_named_differences_are_allowed(saved):
 
 def tiny_segformer(pretrained=None, backbone_pretrained=None):
     """A SegFormer-B0 model section, with weights entries as a PaddleSeg config writes them."""
-    backbone = {"type": "MixVisionTransformer_B0", "pretrained": backbone_pretrained}
+    backbone = {"type": "mit_b0", "pretrained": backbone_pretrained}
     return {"model": {"type": "SegFormer", "num_classes": 3, "embedding_dim": 32, "backbone": backbone,
                       "pretrained": pretrained}}
 

@@ -10,7 +10,7 @@ from segkit.config import load_config
 from segkit.config.loader import load_yaml_tree
 from segkit.errors import ConfigError
 
-MODEL = {"type": "SegFormer", "backbone": {"type": "MixVisionTransformer_B0"}, "embedding_dim": 256, "num_classes": 6}
+MODEL = {"type": "SegFormer", "backbone": {"type": "mit_b0"}, "embedding_dim": 256, "num_classes": 6}
 
 
 def write(folder, name, text):
@@ -24,7 +24,7 @@ def write(folder, name, text):
 def test_base_inheritance_merges_dicts_and_replaces_lists(tmp_path):
     write(tmp_path, "_base_/a.yml", """
         batch_size: 2
-        model: {type: SegFormer, backbone: {type: MixVisionTransformer_B0}, embedding_dim: 256}
+        model: {type: SegFormer, backbone: {type: mit_b0}, embedding_dim: 256}
         loss: {types: [{type: CrossEntropyLoss}], coef: [1, 0.4]}
         """)
     top = write(tmp_path, "exp/top.yml", """
@@ -33,7 +33,7 @@ def test_base_inheritance_merges_dicts_and_replaces_lists(tmp_path):
         loss: {coef: [1]}
         """)
     data, sources = load_yaml_tree(top)
-    assert data["model"] == {"type": "SegFormer", "backbone": {"type": "MixVisionTransformer_B0"}, "embedding_dim": 128}
+    assert data["model"] == {"type": "SegFormer", "backbone": {"type": "mit_b0"}, "embedding_dim": 128}
     assert data["loss"]["coef"] == [1]
     assert data["batch_size"] == 2
     assert sources["model.embedding_dim"].endswith("top.yml")
@@ -62,10 +62,10 @@ def test_missing_base_names_the_including_file(tmp_path):
 
 def test_opts_override_nested_keys_and_list_items(tmp_path):
     path = write(tmp_path, "c.yml", yaml.safe_dump({"batch_size": 2, "model": MODEL}))
-    cfg = load_config(path, ["batch_size=4", "model.embedding_dim=64", "model.backbone.type=MixVisionTransformer_B1"])
+    cfg = load_config(path, ["batch_size=4", "model.embedding_dim=64", "model.backbone.type=mit_b1"])
     assert cfg.batch_size == 4
     assert cfg.data["model"]["embedding_dim"] == 64
-    assert cfg.data["model"]["backbone"]["type"] == "MixVisionTransformer_B1"
+    assert cfg.data["model"]["backbone"]["type"] == "mit_b1"
     assert cfg.file_of("model.embedding_dim") == "--opts"
 
 

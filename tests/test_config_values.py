@@ -21,7 +21,7 @@ def run_train(argv, capsys):
      "train_dataset.transforms.1.crop_size: expected positive sizes in pixels, got [0, 0]"),
     ("lr_scheduler.learning_rate=-0.1", "lr_scheduler.learning_rate: expected a positive learning rate, got -0.1"),
     ("model.num_classes=-1", "model.num_classes: expected a positive number of classes, got -1"),
-    ("model.backbone.drop_path_rate=high", "model.backbone.drop_path_rate: MixVisionTransformer_B0.drop_path_rate expects a number, got 'high' (str)"),
+    ("model.backbone.drop_path_rate=high", "model.backbone.drop_path_rate: mit_b0.drop_path_rate expects a number, got 'high' (str)"),
     ("lr_scheduler.learning_rate=1e-4", "write 1.0e-4"),
     ("model.num_classes=2.5", "model.num_classes: SegFormer.num_classes expects an integer, got 2.5"),
 ], ids=["crop 0", "negative lr", "num_classes -1", "string for number", "1e-4 is text", "float for int"])

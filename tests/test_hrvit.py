@@ -66,7 +66,7 @@ def assert_matches_golden(backbone: paddle.nn.Layer, data) -> None:
 
 def test_matches_official_outputs_through_load_weights(golden_any):
     variant, weights, data = golden_any
-    backbone = BACKBONES.get(f"HRViT_{variant}")()
+    backbone = BACKBONES.get(f"hrvit_{variant}")()
     report = load_weights(backbone, weights, source="golden")  # applies remap_checkpoint_keys
     assert len(report.loaded) == len(backbone.state_dict()) == len(weights)
     assert_matches_golden(backbone, data)
@@ -77,16 +77,16 @@ def test_b1_matches_official_outputs_via_pretrained_and_the_convert_tool(golden,
     # An official state dict saved as a Paddle file: `pretrained` converts it on the fly.
     official = str(tmp_path / "official_names.pdparams")
     paddle.save(weights, official)
-    assert_matches_golden(with_pretrained(hrvit.HRViT_b1(), official), data)
+    assert_matches_golden(with_pretrained(hrvit.hrvit_b1_backbone(), official), data)
     # The CLI converts an .npz once; the result holds segkit's own names and loads unchanged.
     official_npz = str(tmp_path / "official_names.npz")
     np.savez(official_npz, **weights)
     converted = str(tmp_path / "converted.pdparams")
-    argv = [official_npz, converted, "--model", "HRViT_b1"]
+    argv = [official_npz, converted, "--backbone", "hrvit_b1"]
     assert convert_weights.main(argv) == 0
     saved = paddle.load(converted, return_numpy=True)
-    assert set(saved) == set(hrvit.HRViT_b1().state_dict())
-    assert_matches_golden(with_pretrained(hrvit.HRViT_b1(), converted), data)
+    assert set(saved) == set(hrvit.hrvit_b1_backbone().state_dict())
+    assert_matches_golden(with_pretrained(hrvit.hrvit_b1_backbone(), converted), data)
 
 
 def test_converter_layouts_names_and_purity(golden):
@@ -175,7 +175,7 @@ def test_mmseg_segmentation_checkpoint_loads_into_model_and_backbone(golden, tmp
     # The same file as a backbone's `pretrained`: its head keys are ignored, the backbone matches.
     path = str(tmp_path / "mmseg_seg.pdparams")
     paddle.save(state, path)
-    assert_matches_golden(with_pretrained(hrvit.HRViT_b1(), path), data)
+    assert_matches_golden(with_pretrained(hrvit.hrvit_b1_backbone(), path), data)
     # As a model's `pretrained` for another number of classes: only the classifier is left out.
     other = with_pretrained(hrvit.hrvit_b1(num_classes=19), path)
     np.testing.assert_array_equal(
@@ -186,7 +186,7 @@ def test_mmseg_segmentation_checkpoint_loads_into_model_and_backbone(golden, tmp
 def test_wrong_variant_checkpoint_is_rejected(golden):
     weights, _ = golden
     with pytest.raises(CheckpointError, match="wrong shape"):
-        load_weights(hrvit.HRViT_b2(), weights, source="golden b1")
+        load_weights(hrvit.hrvit_b2_backbone(), weights, source="golden b1")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,7 +224,7 @@ def test_stripe_attention_padding_equals_attention_on_valid_tokens(h, w, stripe,
 def test_any_input_size_gives_ceil_sized_branches(golden):
     """200x264 crashes the official code (ceil(side/4) must be a multiple of 8); segkit runs it."""
     weights, _ = golden
-    backbone = hrvit.HRViT_b1()
+    backbone = hrvit.hrvit_b1_backbone()
     load_weights(backbone, weights)
     backbone.eval()
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(1, 3, 200, 264)).astype("float32"))
@@ -277,15 +277,15 @@ def test_trainable_parameter_counts_match_reference(variant):
 
 def test_built_from_config_and_usable_under_segformer():
     cfg = {"type": "HRViTSegFormer", "num_classes": 5, "embedding_dim": 64,
-           "backbone": {"type": "HRViT_b1", "drop_path_rate": 0.1}}
+           "backbone": {"type": "hrvit_b1", "drop_path_rate": 0.1}}
     model = build(cfg, MODELS, "model")
     assert isinstance(model.backbone, hrvit.HRViT) and model.head.reverse_concat is False
-    other = SegFormer(num_classes=3, backbone=hrvit.HRViT_b1(), embedding_dim=32)
+    other = SegFormer(num_classes=3, backbone=hrvit.hrvit_b1_backbone(), embedding_dim=32)
     other.eval()
     with paddle.no_grad():
         assert other(paddle.rand([1, 3, 45, 50])).shape == [1, 3, 45, 50]
     with pytest.raises(ConfigError, match="drop_path_rat"):
-        build({"type": "HRViT_b1", "drop_path_rat": 0.1}, BACKBONES, "model.backbone")
+        build({"type": "hrvit_b1", "drop_path_rat": 0.1}, BACKBONES, "model.backbone")
 
 
 def test_bad_hyper_parameters_raise_config_errors():
@@ -344,12 +344,12 @@ def test_torch_checkpoints_are_read_without_torch(tmp_path):
 
 CONFIG_DIR = os.path.join(ROOT, "configs", "hrvit")
 OFFICIAL_RECIPES = {  # file -> (backbone, drop path, head width, classes, head lr x10, slide test)
-    "hrvit_b1_ade20k_512x512_160k.yml": ("HRViT_b1", 0.1, 256, 150, True, False),
-    "hrvit_b2_ade20k_512x512_160k.yml": ("HRViT_b2", 0.2, 256, 150, True, False),
-    "hrvit_b3_ade20k_512x512_160k.yml": ("HRViT_b3", 0.3, 768, 150, False, False),
-    "hrvit_b1_cityscapes_1024x1024_160k.yml": ("HRViT_b1", 0.15, 256, 19, True, True),
-    "hrvit_b2_cityscapes_1024x1024_160k.yml": ("HRViT_b2", 0.2, 256, 19, True, True),
-    "hrvit_b3_cityscapes_1024x1024_160k.yml": ("HRViT_b3", 0.3, 768, 19, True, True),
+    "hrvit_b1_ade20k_512x512_160k.yml": ("hrvit_b1", 0.1, 256, 150, True, False),
+    "hrvit_b2_ade20k_512x512_160k.yml": ("hrvit_b2", 0.2, 256, 150, True, False),
+    "hrvit_b3_ade20k_512x512_160k.yml": ("hrvit_b3", 0.3, 768, 150, False, False),
+    "hrvit_b1_cityscapes_1024x1024_160k.yml": ("hrvit_b1", 0.15, 256, 19, True, True),
+    "hrvit_b2_cityscapes_1024x1024_160k.yml": ("hrvit_b2", 0.2, 256, 19, True, True),
+    "hrvit_b3_cityscapes_1024x1024_160k.yml": ("hrvit_b3", 0.3, 768, 19, True, True),
 }
 
 
@@ -405,7 +405,7 @@ def test_one_export_serves_any_batch_and_size_including_sizes_the_official_code_
         widths=(8, 16, 32, 64), depths=((1,), (1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1, 1), (1, 1, 1, 1)),
         head_dim=8, mlp_ratios=(2, 2, 2, 2), stem_channels=16,
     )
-    model = hrvit.HRViTSegFormer(3, tiny, embedding_dim=16)
+    model = hrvit.HRViTSegFormer(num_classes=3, backbone=tiny, embedding_dim=16)
     model.eval()
     prefix = export_model(model, str(tmp_path / "export"), [None, 3, None, None], output_op="none")
     model_file = prefix + (".json" if os.path.exists(prefix + ".json") else ".pdmodel")

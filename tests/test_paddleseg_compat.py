@@ -34,6 +34,27 @@ def test_sgd_without_momentum_stays_sgd():
 
 
 # ----------------------------------------------------------------------------------------------
+# Type names: PaddleSeg's backbone names are aliases of segkit's one scheme
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias, name", [("MixVisionTransformer_B0", "mit_b0"), ("MSCAN_T", "mscan_t"),
+                                         ("HRViT_b1", "hrvit_b1")])
+def test_backbone_aliases_resolve_to_the_registered_name(alias, name):
+    from segkit.registry import BACKBONES
+
+    model = {"type": "SegFormer", "num_classes": 3, "embedding_dim": 8, "backbone": {"type": alias}}
+    cfg = Config({"model": model})
+    assert cfg.data["model"]["backbone"]["type"] == name  # the resolved config.yml shows segkit's name
+    assert alias not in BACKBONES  # aliases live in the translation layer only
+
+
+def test_unknown_backbone_name_lists_the_registered_ones():
+    with pytest.raises(ConfigError, match="model.backbone.type: unknown (backbones )?type 'mit_b9'. Did you mean 'mit_b"):
+        Config({"model": {"type": "SegFormer", "embedding_dim": 8, "backbone": {"type": "mit_b9"}}})
+
+
+# ----------------------------------------------------------------------------------------------
 # lr_scheduler: values at every iteration against PaddleSeg 2.8's SegBuilder.lr_scheduler
 # ----------------------------------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ def test_mit_backbone_from_imagenet_style_file_gives_upstream_features(case, cas
             backbone["head.weight"] = np.zeros((10, 256), "float32")
     path = str(tmp_path / "imagenet.pth")
     save_torch_state_dict(path, backbone)
-    model = with_pretrained(BACKBONES.get("MixVisionTransformer_B0")(), path)
+    model = with_pretrained(BACKBONES.get("mit_b0")(), path)
     model.eval()
     with paddle.no_grad():
         feats = model(paddle.to_tensor(data["input"]))
@@ -127,12 +127,12 @@ def test_segnext_checkpoint_gives_upstream_logits(case, cases, tmp_path):
 
 def test_mscan_backbone_takes_official_imagenet_and_whole_model_files(cases, tmp_path):
     weights, _, _ = cases("mmseg_segnext_t")
-    whole = with_pretrained(BACKBONES.get("MSCAN_T")(), write_upstream_file(tmp_path, "mmseg_segnext_t", weights))
+    whole = with_pretrained(BACKBONES.get("mscan_t")(), write_upstream_file(tmp_path, "mmseg_segnext_t", weights))
     imagenet = {k[len("backbone.") :]: v for k, v in weights.items() if k.startswith("backbone.")}
     imagenet["head.weight"] = np.zeros((10, 256), "float32")  # the official mscan_t.pth classifier
     path = str(tmp_path / "mscan_t.pth")
     save_torch_state_dict(path, imagenet)
-    bare = with_pretrained(BACKBONES.get("MSCAN_T")(), path)
+    bare = with_pretrained(BACKBONES.get("mscan_t")(), path)
     for key, value in whole.state_dict().items():
         np.testing.assert_array_equal(value.numpy(), bare.state_dict()[key].numpy(), err_msg=key)
     layer_scale = weights["backbone.block1.0.layer_scale_1"]

@@ -84,7 +84,7 @@ def test_b0_matches_paddleseg_after_loading_its_checkpoint(saved_b0, shape):
     assert max_diff(got, expected) <= 1e-4
 
 
-SEGFORMER_B0 = {"type": "SegFormer", "num_classes": 19, "embedding_dim": 256, "backbone": {"type": "MixVisionTransformer_B0"}}
+SEGFORMER_B0 = {"type": "SegFormer", "num_classes": 19, "embedding_dim": 256, "backbone": {"type": "mit_b0"}}
 
 
 def test_b0_pretrained_argument_loads_paddleseg_file(saved_b0):
@@ -125,7 +125,7 @@ def test_backbone_pretrained_paddleseg_weights_with_classification_head(tmp_path
     path = str(tmp_path / "mit_b0.pdparams")
     paddle.save(state, path)
 
-    backbone = with_pretrained(sf.MixVisionTransformer_B0(), path)
+    backbone = with_pretrained(sf.mit_b0(), path)
     backbone.eval()
     assert backbone.out_channels == [32, 64, 160, 256]
     assert backbone.out_strides == [4, 8, 16, 32]
@@ -139,7 +139,7 @@ def test_backbone_pretrained_paddleseg_weights_with_classification_head(tmp_path
     state["patch_embed1.proj.extra"] = np.zeros((1,), "float32")
     paddle.save(state, path)
     with pytest.raises(CheckpointError, match=r"stages\.0\.patch_embed\.proj\.extra"):
-        with_pretrained(sf.MixVisionTransformer_B0(), path)
+        with_pretrained(sf.mit_b0(), path)
 
 
 @pytest.mark.parametrize("variant", sorted(REFERENCE_PARAMS))

@@ -13,6 +13,7 @@ from helpers import randomise_state, with_pretrained
 import segkit.models  # noqa: F401  (registers the models)
 from segkit.weights import load_weights
 from segkit.config import Config
+from segkit.config.paddleseg import nmf_args, segnext_decoder_args
 from segkit.errors import ConfigError
 from segkit.models.segnext import SegNeXt, remap_checkpoint_keys
 from segkit.registry import BACKBONES, MODELS
@@ -51,8 +52,14 @@ def oracle(size: str, head: dict, num_classes: int = 19, seed: int = 0) -> paddl
     return model
 
 
+def segnext(size: str, head: dict, num_classes: int) -> SegNeXt:
+    """segkit's SegNeXt with MSCAN-``size`` and a decoder given in PaddleSeg's ``decoder_cfg`` spelling."""
+    backbone = BACKBONES.get(f"mscan_{size.lower()}")()
+    return SegNeXt(num_classes=num_classes, backbone=backbone, **segnext_decoder_args(head))
+
+
 def segkit_copy(reference: paddle.nn.Layer, size: str, head: dict, num_classes: int = 19) -> SegNeXt:
-    model = SegNeXt(BACKBONES.get(f"MSCAN_{size}")(), num_classes, head)
+    model = segnext(size, head, num_classes)
     state = {k: v.numpy() for k, v in reference.state_dict().items()}
     load_weights(model, state, source="paddleseg oracle")
     model.head.ham.nmf.seed_eval_bases(None)  # upstream's per-call random bases in eval too
@@ -143,9 +150,10 @@ def test_training_forward_and_gradients_match(tiny_pair):
 def test_nmf_variants_match_paddleseg(ham_kwargs):
     from paddleseg.models.layers import NMF2D
 
-    from segkit.models.segnext import nmf_from_ham_kwargs
+    from segkit.models.segnext import NMF
 
-    theirs, ours = NMF2D(dict(ham_kwargs)), nmf_from_ham_kwargs(ham_kwargs, ham_channels=32)
+    args = {key.replace("nmf_", ""): value for key, value in nmf_args(ham_kwargs).items()}
+    theirs, ours = NMF2D(dict(ham_kwargs)), NMF(**args, channels=32)
     ours.seed_eval_bases(None)  # upstream's per-call draw
     theirs.eval()
     ours.eval()
@@ -217,7 +225,7 @@ def test_backbone_pretrained_accepts_paddleseg_keys_and_classifier_head(tiny_pai
     state["head.weight"] = np.zeros((256, 1000), "float32")  # ImageNet checkpoints carry a classifier
     path = str(tmp_path / "mscan_t.pdparams")
     paddle.save(state, path)
-    backbone = with_pretrained(BACKBONES.get("MSCAN_T")(), path)
+    backbone = with_pretrained(BACKBONES.get("mscan_t")(), path)
     backbone.eval()
     x = paddle.to_tensor(np.random.default_rng(2).normal(size=(1, 3, 64, 64)).astype("float32"))
     for mine, theirs in zip(backbone(x), reference.backbone(x)):
@@ -249,7 +257,7 @@ def test_trainable_parameter_counts_official_heads(name, classes, expected):
 
 @pytest.mark.parametrize("size, expected", [("B", 26_760_534), ("L", 45_119_574)])
 def test_trainable_parameter_counts_paddleseg_yml_heads(size, expected):
-    model = SegNeXt(BACKBONES.get(f"MSCAN_{size}")(), 150, PADDLESEG_HEAD)
+    model = segnext(size, PADDLESEG_HEAD, 150)
     assert sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient) == expected
 
 
@@ -268,12 +276,23 @@ def test_optimizer_groups_match_paddleseg_names(tiny_pair):
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match="decoder_cfg.chanels.*channels"):
-        SegNeXt(BACKBONES.get("MSCAN_T")(), 19, {"chanels": 256})
-    with pytest.raises(ConfigError, match="INV_T"):
-        SegNeXt(BACKBONES.get("MSCAN_T")(), 19, {"ham_kwargs": {"INV_T": 100}})
-    with pytest.raises(ConfigError, match="backbone_indices"):
-        SegNeXt(BACKBONES.get("MSCAN_T")(), 19, PADDLESEG_HEAD, backbone_indices=(1, 2, 4))
+    def model(**section):
+        return Config({"model": {"type": "SegNeXt", "backbone": {"type": "MSCAN_T"}, "num_classes": 19, **section}})
+
+    with pytest.raises(ConfigError, match="model.decoder_cfg.chanels: .*'channels'"):
+        model(decoder_cfg={"chanels": 256})
+    with pytest.raises(ConfigError, match="model.decoder_cfg.ham_kwargs.INV_T is fixed to 1"):
+        model(decoder_cfg={"ham_kwargs": {"INV_T": 100}})
+    with pytest.raises(ConfigError, match="model.decoder_cfg.ham_kwargs.MD_X: unknown key"):
+        model(decoder_cfg={"ham_kwargs": {"MD_X": 1}})
+    with pytest.raises(ConfigError, match="model.nmf_rank: set twice"):
+        model(decoder_cfg={"ham_kwargs": {"MD_R": 8}}, nmf_rank=16)
+    with pytest.raises(ConfigError, match="model: backbone_indices"):
+        model(decoder_cfg=PADDLESEG_HEAD, backbone_indices=[1, 2, 4]).build_model()
+    with pytest.raises(ConfigError, match="model: ham_channels 100 is not divisible by nmf_groups 3"):
+        model(ham_channels=100, num_groups=4, nmf_groups=3).build_model()
+    with pytest.raises(ConfigError, match="model.nmf_rank: SegNeXt.nmf_rank expects an integer"):
+        model(nmf_rank="16")
 
 
 # PaddleSeg 2.8's configs/segnext/segnext_mscan_t_cityscapes_1024x1024_160k.yml with the custom_cfg of its
@@ -377,5 +396,5 @@ def test_shipped_configs_load():
     for path in paths:
         cfg = load_config(path)
         size = Path(path).name.split("_")[1]
-        assert cfg.data["model"]["backbone"]["type"] == f"MSCAN_{size.upper()}"
-        assert cfg.data["model"]["decoder_cfg"]["channels"] == widths[size]
+        assert cfg.data["model"]["backbone"]["type"] == f"mscan_{size}"
+        assert cfg.data["model"]["decoder_channels"] == widths[size]

@@ -16,7 +16,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     """``--config`` and ``--opts``, common to every tool."""
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("--opts", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. --opts batch_size=4 model.backbone.type=MixVisionTransformer_B1")
+                        help="override config keys, e.g. --opts batch_size=4 model.backbone.type=mit_b1")
 
 
 def add_runtime_args(parser: argparse.ArgumentParser) -> None:

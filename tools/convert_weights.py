@@ -7,7 +7,7 @@ PaddleSeg for SegNeXt) and loaded strictly, and the layer's state dict is saved,
 loads with no further step.
 
 Examples:
-    python tools/convert_weights.py hrvit_b1_imagenet.pth hrvit_b1_backbone.pdparams --model HRViT_b1 \
+    python tools/convert_weights.py hrvit_b1_imagenet.pth hrvit_b1_backbone.pdparams --backbone hrvit_b1 \
         --allow_unexpected head   # the ImageNet classifier
     python tools/convert_weights.py seg_ade.pth hrvit_b1_ade.pdparams --model hrvit_b1 --num_classes 150
     python tools/convert_weights.py segformer-b0-finetuned-ade-512-512/ b0_ade.pdparams --model segformer_b0 \
@@ -30,6 +30,7 @@ import yaml
 from _common import run_cli
 
 import segkit.models  # noqa: F401  (registers every model and backbone)
+from segkit.config.paddleseg import canonical_backbone
 from segkit.errors import ConfigError
 from segkit.registry import BACKBONES, MODELS, did_you_mean
 from segkit.weights import Tolerance, WeightsSpec, apply_weights
@@ -46,17 +47,27 @@ def parse_model_args(items: List[str]) -> Dict[str, object]:
     return args
 
 
-def build_layer(name: str, num_classes: Optional[int], model_args: Optional[Dict[str, object]] = None) -> paddle.nn.Layer:
-    """A model (from MODELS, needs ``num_classes``) or a backbone (from BACKBONES) by registered name."""
+def build_layer(name: str, num_classes: Optional[int], model_args: Optional[Dict[str, object]] = None,
+                backbone: bool = False) -> paddle.nn.Layer:
+    """A model (from MODELS, needs ``num_classes``) or a backbone (from BACKBONES) by registered name.
+
+    Args:
+        name: a model name; else (or with ``backbone``) a backbone name or its PaddleSeg alias.
+        num_classes: classes, for a model.
+        model_args: further keyword arguments of the model or backbone.
+        backbone: look ``name`` up among the backbones only (``hrvit_b1`` names a model and a backbone).
+    """
     model_args = dict(model_args or {})
+    if backbone:
+        return _call(BACKBONES.get(canonical_backbone(name), where="--backbone"), name, model_args)
     if name in MODELS:
         if "num_classes" in inspect.signature(MODELS.get(name)).parameters:
             if num_classes is None:
                 raise ConfigError(f"--model {name} is a segmentation model: give --num_classes too.")
             model_args["num_classes"] = num_classes
         return _call(MODELS.get(name), name, model_args)
-    if name in BACKBONES:
-        return _call(BACKBONES.get(name), name, model_args)
+    if canonical_backbone(name) in BACKBONES:
+        return _call(BACKBONES.get(canonical_backbone(name)), name, model_args)
     every = MODELS.names() + BACKBONES.names()
     raise ConfigError(f"--model: unknown model or backbone {name!r}.{did_you_mean(name, every)}")
 
@@ -71,11 +82,12 @@ def _call(builder, name: str, kwargs: Dict[str, object]) -> paddle.nn.Layer:
 
 
 def convert(src: str, dst: str, model: str, num_classes: Optional[int] = None, allow_unexpected: List[str] = (),
-            model_args: Optional[Dict[str, object]] = None) -> str:
+            model_args: Optional[Dict[str, object]] = None, backbone: bool = False) -> str:
     """Convert ``src`` for the segkit layer ``model`` and save it to ``dst``; returns the load summary.
 
-    Every tensor is cast to the layer's dtype (float16 files give float32 weights)."""
-    layer = build_layer(model, num_classes, model_args)
+    Every tensor is cast to the layer's dtype (float16 files give float32 weights). ``backbone``: ``model``
+    names a backbone (see ``build_layer``)."""
+    layer = build_layer(model, num_classes, model_args, backbone)
     report = apply_weights(layer, WeightsSpec(src), tolerance=Tolerance(unexpected=tuple(allow_unexpected)))
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     paddle.save(layer.state_dict(), dst)
@@ -89,7 +101,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ".pdparams, or a Hugging Face model folder",
     )
     parser.add_argument("dst", help="output .pdparams")
-    parser.add_argument("--model", required=True, help="registered model or backbone name, e.g. hrvit_b1 or HRViT_b1")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="registered model name (or backbone name), e.g. hrvit_b1 or segformer_b0")
+    which.add_argument("--backbone", help="registered backbone name, e.g. hrvit_b1 or mit_b0")
     parser.add_argument("--num_classes", type=int, default=None, help="classes, for a segmentation model")
     parser.add_argument(
         "--allow_unexpected", nargs="*", default=[],
@@ -100,8 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="further arguments of the model, e.g. mmseg_head=true for an mmseg 1.x SegFormer checkpoint",
     )
     args = parser.parse_args(argv)
-    summary = convert(args.src, args.dst, args.model, args.num_classes, args.allow_unexpected,
-                      parse_model_args(args.model_args))
+    summary = convert(args.src, args.dst, args.model or args.backbone, args.num_classes, args.allow_unexpected,
+                      parse_model_args(args.model_args), backbone=args.backbone is not None)
     print(f"{args.src} -> {args.dst}: {summary}")
     return 0
 

@@ -167,7 +167,7 @@ def load_yaml_tree(path: str, _chain: Tuple[str, ...] = ()) -> Tuple[Dict[str, A
 def parse_opt(opt: str) -> Tuple[List[str], Any]:
     """Split ``'a.b=value'`` into ``(['a', 'b'], parsed value)``."""
     if "=" not in opt:
-        raise ConfigError(f"--opts {opt!r}: expected key=value, e.g. batch_size=4 or model.backbone.type=MSCAN_T.")
+        raise ConfigError(f"--opts {opt!r}: expected key=value, e.g. batch_size=4 or model.backbone.type=mscan_t.")
     key, text = opt.split("=", 1)
     if not key:
         raise ConfigError(f"--opts {opt!r}: the key before '=' is empty.")

@@ -25,7 +25,8 @@ What differs from upstream:
 * The ImageNet classifier (``HRViTClassifier``) is not ported: segkit only needs the features.
 
 Layout: building blocks, the backbone, the segmentation model, the checkpoint key converter, the
-registered variants.
+registered variants: ``hrvit_b1/b2/b3`` name the backbone in the backbone registry (Python
+``hrvit_b1_backbone``, ...) and backbone plus head in the model registry.
 """
 
 import math
@@ -446,6 +447,7 @@ class HRViT(nn.Layer):
 
     def __init__(
         self,
+        *,
         widths: Sequence[int] = (32, 64, 128, 256),
         depths: Sequence[Sequence[int]] = ((1,), (1, 1), (1, 1, 6), (1, 1, 6), (1, 1, 6, 2), (1, 1, 2, 2)),
         head_dim: int = 32,
@@ -515,7 +517,7 @@ class HRViTSegFormer(SegFormer):
 
     Args:
         num_classes: classes predicted.
-        backbone: any segkit backbone (declaring ``out_channels``), usually ``HRViT_b1/b2/b3``.
+        backbone: any segkit backbone (declaring ``out_channels``), usually ``hrvit_b1/b2/b3``.
         embedding_dim: width of the head (256 for b1/b2, 768 for b3 in the official configs).
         dropout: channel dropout before the classifier.
         align_corners: of the bilinear resizing in the head and to the input size.
@@ -528,6 +530,7 @@ class HRViTSegFormer(SegFormer):
 
     def __init__(
         self,
+        *,
         num_classes: int,
         backbone: nn.Layer,
         embedding_dim: int = 256,
@@ -701,37 +704,40 @@ _VARIANTS = {
 _HEAD_DIMS = {"b1": 256, "b2": 256, "b3": 768}
 
 
-@BACKBONES.register
-def HRViT_b1(drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
+@BACKBONES.register(name="hrvit_b1")
+def hrvit_b1_backbone(*, drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
     """HRViT-b1 backbone (widths 32/64/128/256), 7.76M parameters."""
     return HRViT(**_VARIANTS["b1"], drop_path_rate=drop_path_rate, in_channels=in_channels)
 
 
-@BACKBONES.register
-def HRViT_b2(drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
+@BACKBONES.register(name="hrvit_b2")
+def hrvit_b2_backbone(*, drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
     """HRViT-b2 backbone (widths 48/96/240/384)."""
     return HRViT(**_VARIANTS["b2"], drop_path_rate=drop_path_rate, in_channels=in_channels)
 
 
-@BACKBONES.register
-def HRViT_b3(drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
+@BACKBONES.register(name="hrvit_b3")
+def hrvit_b3_backbone(*, drop_path_rate: float = 0.0, in_channels: int = 3) -> HRViT:
     """HRViT-b3 backbone (widths 64/128/256/512)."""
     return HRViT(**_VARIANTS["b3"], drop_path_rate=drop_path_rate, in_channels=in_channels)
 
 
 @MODELS.register
-def hrvit_b1(num_classes: int, drop_path_rate: float = 0.1) -> HRViTSegFormer:
+def hrvit_b1(*, num_classes: int, drop_path_rate: float = 0.1) -> HRViTSegFormer:
     """HRViT-b1 + SegFormer head (256), drop path 0.1 as in the ADE20K config (Cityscapes: 0.15)."""
-    return HRViTSegFormer(num_classes, HRViT_b1(drop_path_rate), _HEAD_DIMS["b1"])
+    return HRViTSegFormer(num_classes=num_classes, backbone=hrvit_b1_backbone(drop_path_rate=drop_path_rate),
+                          embedding_dim=_HEAD_DIMS["b1"])
 
 
 @MODELS.register
-def hrvit_b2(num_classes: int, drop_path_rate: float = 0.2) -> HRViTSegFormer:
+def hrvit_b2(*, num_classes: int, drop_path_rate: float = 0.2) -> HRViTSegFormer:
     """HRViT-b2 + SegFormer head (256), drop path 0.2 as in the official configs."""
-    return HRViTSegFormer(num_classes, HRViT_b2(drop_path_rate), _HEAD_DIMS["b2"])
+    return HRViTSegFormer(num_classes=num_classes, backbone=hrvit_b2_backbone(drop_path_rate=drop_path_rate),
+                          embedding_dim=_HEAD_DIMS["b2"])
 
 
 @MODELS.register
-def hrvit_b3(num_classes: int, drop_path_rate: float = 0.3) -> HRViTSegFormer:
+def hrvit_b3(*, num_classes: int, drop_path_rate: float = 0.3) -> HRViTSegFormer:
     """HRViT-b3 + SegFormer head (768), drop path 0.3 as in the official configs."""
-    return HRViTSegFormer(num_classes, HRViT_b3(drop_path_rate), _HEAD_DIMS["b3"])
+    return HRViTSegFormer(num_classes=num_classes, backbone=hrvit_b3_backbone(drop_path_rate=drop_path_rate),
+                          embedding_dim=_HEAD_DIMS["b3"])

@@ -354,7 +354,7 @@ class SegHead(nn.Layer):
         lr_mult: learning-rate multiplier of the head's parameters.
     """
 
-    def __init__(self, in_channels: int, inter_channels: int, num_classes: int, lr_mult: float = 1.0):
+    def __init__(self, *, in_channels: int, inter_channels: int, num_classes: int, lr_mult: float = 1.0):
         super().__init__()
         self.proj = NormActConv(in_channels, inter_channels, 3, lr_mult=lr_mult)
         self.classifier = NormActConv(inter_channels, num_classes, 1, bias=True, lr_mult=lr_mult)
@@ -365,7 +365,7 @@ class SegHead(nn.Layer):
 
 @MODELS.register
 class RTFormer(SegModel):
-    """RTFormer, with PaddleSeg's constructor arguments so its YAML files build it unchanged.
+    """RTFormer (its arguments are PaddleSeg's, so PaddleSeg's YAML files build it unchanged).
 
     Strides: stem 4 -> stage1 (c) 4 -> stage2 (2c) 8 -> stage3 (4c) 16. The high-resolution branch
     stays at stride 8 with 2c channels; block4 takes the low branch to stride 32 with 8c channels,
@@ -403,6 +403,7 @@ class RTFormer(SegModel):
 
     def __init__(
         self,
+        *,
         num_classes: int,
         layer_nums: Sequence[int] = (2, 2, 2, 2),
         base_channels: int = 64,
@@ -441,8 +442,9 @@ class RTFormer(SegModel):
         self.block4 = RTFormerBlock(2 * c, 4 * c, 8 * c, use_injection=use_injection[0], **block_args)
         self.block5 = RTFormerBlock(2 * c, 8 * c, 8 * c, use_injection=use_injection[1], **block_args)
         self.dappm = DAPPM(8 * c, spp_channels, 2 * c, lr_mult=lr_mult)
-        self.head = SegHead(4 * c, 2 * head_channels, num_classes, lr_mult=lr_mult)
-        self.aux_head = SegHead(2 * c, head_channels, num_classes, lr_mult=lr_mult) if use_aux_head else None
+        self.head = SegHead(in_channels=4 * c, inter_channels=2 * head_channels, num_classes=num_classes, lr_mult=lr_mult)
+        self.aux_head = (SegHead(in_channels=2 * c, inter_channels=head_channels, num_classes=num_classes, lr_mult=lr_mult)
+                         if use_aux_head else None)
         self.relu = nn.ReLU()
 
         self._init_weights()
@@ -559,14 +561,14 @@ def _variant(num_classes: int, base_channels: int, head_channels: int,
 
 
 @MODELS.register
-def rtformer_slim(num_classes: int, use_injection: Sequence[bool] = (True, True),
+def rtformer_slim(*, num_classes: int, use_injection: Sequence[bool] = (True, True),
                   cross_size: int = 12, drop_path_rate: float = 0.2, lr_mult: float = 10.0) -> RTFormer:
     """RTFormer-Slim: base 32, head 64 (4.8M parameters in the paper; 5.40M with the aux head at 19 classes)."""
     return _variant(num_classes, 32, 64, use_injection, cross_size, drop_path_rate, lr_mult)
 
 
 @MODELS.register
-def rtformer_base(num_classes: int, use_injection: Sequence[bool] = (True, False),
+def rtformer_base(*, num_classes: int, use_injection: Sequence[bool] = (True, False),
                   cross_size: int = 12, drop_path_rate: float = 0.2, lr_mult: float = 10.0) -> RTFormer:
     """RTFormer-Base: base 64, head 128, injection only in block4 (16.8M in the paper; 17.92M at 19 classes)."""
     return _variant(num_classes, 64, 128, use_injection, cross_size, drop_path_rate, lr_mult)

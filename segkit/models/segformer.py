@@ -233,6 +233,7 @@ class MiTStage(nn.Layer):
         return tokens.reshape([tokens.shape[0], h, w, tokens.shape[2]]).transpose([0, 3, 1, 2])
 
 
+@BACKBONES.register
 class MixVisionTransformer(nn.Layer):
     """Mix Transformer encoder: four stages at strides 4, 8, 16 and 32.
 
@@ -258,6 +259,7 @@ class MixVisionTransformer(nn.Layer):
 
     def __init__(
         self,
+        *,
         embed_dims: Sequence[int] = (64, 128, 320, 512),
         num_heads: Sequence[int] = (1, 2, 5, 8),
         depths: Sequence[int] = (3, 4, 6, 3),
@@ -363,6 +365,7 @@ class AllMLPHead(nn.Layer):
 
     def __init__(
         self,
+        *,
         in_channels: Sequence[int],
         embed_dim: int,
         num_classes: int,
@@ -429,7 +432,7 @@ class AllMLPHead(nn.Layer):
 
 @MODELS.register
 class SegFormer(SegModel):
-    """SegFormer: a multi-level backbone with the All-MLP decoder (PaddleSeg's signature).
+    """SegFormer: a multi-level backbone with the All-MLP decoder.
 
     Args:
         num_classes: number of classes.
@@ -454,6 +457,7 @@ class SegFormer(SegModel):
 
     def __init__(
         self,
+        *,
         num_classes: int,
         backbone: nn.Layer,
         embedding_dim: int,
@@ -466,14 +470,14 @@ class SegFormer(SegModel):
             raise ConfigError(
                 f"{type(self).__name__} needs a backbone that declares out_channels (one width per output "
                 f"level); got {type(backbone).__name__}, which does not. Use a registered backbone such as "
-                "MixVisionTransformer_B0 or HRViT_b1, or add out_channels/out_strides to yours."
+                "mit_b0 or hrvit_b1, or add out_channels/out_strides to yours."
             )
         self.num_classes = num_classes
         self.align_corners = align_corners
         self.output_align_corners = align_corners
         self.backbone = backbone
         self.head = AllMLPHead(
-            backbone.out_channels, embedding_dim, num_classes, dropout=dropout,
+            in_channels=backbone.out_channels, embed_dim=embedding_dim, num_classes=num_classes, dropout=dropout,
             reverse_concat=self.reverse_concat and not mmseg_head, align_corners=align_corners, level_norm=mmseg_head,
         )
         self.init_head()
@@ -787,48 +791,48 @@ def _mit(
 
 
 @BACKBONES.register
-def MixVisionTransformer_B0(  # noqa: N802 (PaddleSeg's registered name)
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
+def mit_b0(
+    *, in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B0: widths (32, 64, 160, 256), depths (2, 2, 2, 2)."""
     return _mit("B0", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
-def MixVisionTransformer_B1(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
+def mit_b1(
+    *, in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B1: widths (64, 128, 320, 512), depths (2, 2, 2, 2)."""
     return _mit("B1", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
-def MixVisionTransformer_B2(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
+def mit_b2(
+    *, in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B2: widths (64, 128, 320, 512), depths (3, 4, 6, 3)."""
     return _mit("B2", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
-def MixVisionTransformer_B3(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
+def mit_b3(
+    *, in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B3: widths (64, 128, 320, 512), depths (3, 4, 18, 3)."""
     return _mit("B3", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
-def MixVisionTransformer_B4(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
+def mit_b4(
+    *, in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B4: widths (64, 128, 320, 512), depths (3, 8, 27, 3)."""
     return _mit("B4", in_channels, drop_path_rate, attn_drop_rate)
 
 
 @BACKBONES.register
-def MixVisionTransformer_B5(  # noqa: N802
-    in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
+def mit_b5(
+    *, in_channels: int = 3, drop_path_rate: float = 0.1, attn_drop_rate: float = 0.0
 ) -> MixVisionTransformer:
     """MiT-B5: widths (64, 128, 320, 512), depths (3, 6, 40, 3)."""
     return _mit("B5", in_channels, drop_path_rate, attn_drop_rate)
@@ -842,11 +846,13 @@ def _segformer(
     mmseg_head: bool,
 ) -> SegFormer:
     backbone = _mit(variant, 3, drop_path_rate, 0.0)
-    return SegFormer(num_classes, backbone, SEGFORMER_DECODER_DIMS[variant], align_corners, mmseg_head=mmseg_head)
+    return SegFormer(num_classes=num_classes, backbone=backbone, embedding_dim=SEGFORMER_DECODER_DIMS[variant],
+                     align_corners=align_corners, mmseg_head=mmseg_head)
 
 
 @MODELS.register
 def segformer_b0(
+    *,
     num_classes: int,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
@@ -865,6 +871,7 @@ def segformer_b0(
 
 @MODELS.register
 def segformer_b1(
+    *,
     num_classes: int,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
@@ -876,6 +883,7 @@ def segformer_b1(
 
 @MODELS.register
 def segformer_b2(
+    *,
     num_classes: int,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
@@ -887,6 +895,7 @@ def segformer_b2(
 
 @MODELS.register
 def segformer_b3(
+    *,
     num_classes: int,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
@@ -898,6 +907,7 @@ def segformer_b3(
 
 @MODELS.register
 def segformer_b4(
+    *,
     num_classes: int,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,
@@ -909,6 +919,7 @@ def segformer_b4(
 
 @MODELS.register
 def segformer_b5(
+    *,
     num_classes: int,
     drop_path_rate: float = 0.1,
     align_corners: bool = False,

@@ -16,12 +16,14 @@ What differs from PaddleSeg 2.8:
   in NCHW throughout; PaddleSeg flattens to tokens and back in every block, which is the same math.
 * ``backbone_indices`` really selects the decoder inputs (PaddleSeg always takes outputs 1..3 and only
   uses the indices for the channel counts).
-* ``decoder_cfg`` and its ``ham_kwargs`` are checked: unknown keys, and keys that PaddleSeg accepts
-  but ignores (``INV_T``, ``ETA``, ``MD_D``), raise ``ConfigError`` instead of being dropped.
+* The decoder settings are plain keyword arguments of ``SegNeXt``; PaddleSeg's ``decoder_cfg`` and
+  ``ham_kwargs`` dicts are translated to them (and checked: unknown keys, and keys PaddleSeg accepts
+  but ignores, are errors) by ``segkit.config.paddleseg`` when a config is loaded.
 * The classifier and the decoder's 1x1 convolutions start as in the official code (normal, std
   sqrt(2 / fan_out); classifier std 0.01) instead of Paddle's defaults.
 * ``segnext_b`` / ``segnext_l`` use the official decoder widths (512 / 1024, NMF rank 64); PaddleSeg's
-  YAML files use 256 / rank 16 for every size, which ``SegNeXt`` with their ``decoder_cfg`` still builds.
+  YAML files use 256 / rank 16 for every size, which ``SegNeXt(decoder_channels=256, ham_channels=256,
+  nmf_rank=16)`` builds.
 
 In training, as upstream, the NMF bases are drawn from Paddle's global RNG on every forward pass
 (``paddle.rand``, then L2-normalised); the draw order (stochastic depth per block, NMF bases, decoder
@@ -45,7 +47,7 @@ from segkit.errors import ConfigError
 from segkit.models.base import SegModel
 from segkit.models.layers import drop_path
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
-from segkit.registry import BACKBONES, MODELS, did_you_mean
+from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
 
 __all__ = ["MSCAN", "LightHamHead", "SegNeXt", "remap_checkpoint_keys"]
@@ -242,7 +244,7 @@ class MSCAN(nn.Layer):
     # Pretrained (ImageNet) weights carry a classification head, which a backbone does not have.
     pretrained_tolerance = Tolerance(unexpected=("head",))
 
-    def __init__(self, in_channels: int = 3, embed_dims: Sequence[int] = (32, 64, 160, 256),
+    def __init__(self, *, in_channels: int = 3, embed_dims: Sequence[int] = (32, 64, 160, 256),
                  depths: Sequence[int] = (3, 3, 5, 2), mlp_ratios: Sequence[float] = (8, 8, 4, 4),
                  atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
                  drop_path_rate: float = 0.1):
@@ -282,43 +284,43 @@ class MSCAN(nn.Layer):
         return outs
 
 
-# The four sizes: PaddleSeg's names and keyword arguments, with the depths and widths fixed.
+# The four sizes: MSCAN's keyword arguments with the depths and widths fixed.
 
 
 @BACKBONES.register
-def MSCAN_T(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+def mscan_t(*, in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
             drop_path_rate: float = 0.1) -> MSCAN:
     """MSCAN-T: channels 32 / 64 / 160 / 256, depths 3 / 3 / 5 / 2 (other arguments as MSCAN)."""
-    return MSCAN(in_channels, (32, 64, 160, 256), (3, 3, 5, 2), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate)
+    return MSCAN(in_channels=in_channels, embed_dims=(32, 64, 160, 256), depths=(3, 3, 5, 2), mlp_ratios=mlp_ratios,
+                 atten_kernel_sizes=atten_kernel_sizes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @BACKBONES.register
-def MSCAN_S(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+def mscan_s(*, in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
             drop_path_rate: float = 0.1) -> MSCAN:
     """MSCAN-S: channels 64 / 128 / 320 / 512, depths 2 / 2 / 4 / 2 (other arguments as MSCAN)."""
-    return MSCAN(in_channels, (64, 128, 320, 512), (2, 2, 4, 2), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate)
+    return MSCAN(in_channels=in_channels, embed_dims=(64, 128, 320, 512), depths=(2, 2, 4, 2), mlp_ratios=mlp_ratios,
+                 atten_kernel_sizes=atten_kernel_sizes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @BACKBONES.register
-def MSCAN_B(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+def mscan_b(*, in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
             drop_path_rate: float = 0.1) -> MSCAN:
     """MSCAN-B: channels 64 / 128 / 320 / 512, depths 3 / 3 / 12 / 3 (other arguments as MSCAN)."""
-    return MSCAN(in_channels, (64, 128, 320, 512), (3, 3, 12, 3), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate)
+    return MSCAN(in_channels=in_channels, embed_dims=(64, 128, 320, 512), depths=(3, 3, 12, 3), mlp_ratios=mlp_ratios,
+                 atten_kernel_sizes=atten_kernel_sizes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 @BACKBONES.register
-def MSCAN_L(in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
+def mscan_l(*, in_channels: int = 3, mlp_ratios: Sequence[float] = (8, 8, 4, 4),
             atten_kernel_sizes: Sequence[int] = (7, 11, 21), drop_rate: float = 0.0,
             drop_path_rate: float = 0.3) -> MSCAN:
     """MSCAN-L: channels 64 / 128 / 320 / 512, depths 3 / 5 / 27 / 3, drop path 0.3 (other arguments as MSCAN)."""
-    return MSCAN(in_channels, (64, 128, 320, 512), (3, 5, 27, 3), mlp_ratios, atten_kernel_sizes, drop_rate,
-                 drop_path_rate)
+    return MSCAN(in_channels=in_channels, embed_dims=(64, 128, 320, 512), depths=(3, 5, 27, 3), mlp_ratios=mlp_ratios,
+                 atten_kernel_sizes=atten_kernel_sizes, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
 
 
 # ----------------------------------------------------------------------------- Hamburger decoder
@@ -451,66 +453,26 @@ class Hamburger(nn.Layer):
         return F.relu(x + self.proj_out(self.nmf(F.relu(self.proj_in(x)))))
 
 
-# Keys of PaddleSeg's ``ham_kwargs`` that change nothing in its NMF: INV_T is fixed to 1, D is
-# ham_channels / MD_S, ETA only matters for fixed bases.
-_IGNORED_HAM_KEYS = {"INV_T": "is fixed to 1 for NMF", "ETA": "is used only with fixed bases",
-                     "MD_D": "is always ham_channels / MD_S"}
-_HAM_KEYS = {"MD_R": "rank", "MD_S": "groups", "SPATIAL": "spatial", "TRAIN_STEPS": "train_steps",
-             "EVAL_STEPS": "eval_steps"}
-
-
-def nmf_from_ham_kwargs(ham_kwargs: Optional[Dict], ham_channels: int) -> NMF:
-    """Build the NMF from PaddleSeg's ``ham_kwargs`` dict (MD_R, MD_S, SPATIAL, TRAIN_STEPS, EVAL_STEPS).
-
-    Raises:
-        ConfigError: for an unknown key, a key PaddleSeg ignores, fixed bases (RAND_INIT False), or
-            ``ham_channels`` not divisible by MD_S.
-    """
-    ham_kwargs = dict(ham_kwargs or {})
-    if ham_kwargs.pop("RAND_INIT", True) is not True:
-        raise ConfigError("decoder_cfg.ham_kwargs.RAND_INIT: only random NMF bases (True) are supported.",
-                          key="decoder_cfg.ham_kwargs.RAND_INIT")
-    for key in ham_kwargs:
-        if key in _IGNORED_HAM_KEYS:
-            raise ConfigError(f"decoder_cfg.ham_kwargs.{key} {_IGNORED_HAM_KEYS[key]} (upstream ignores it too); remove it.",
-                              key=f"decoder_cfg.ham_kwargs.{key}")
-        if key not in _HAM_KEYS:
-            raise ConfigError(
-                f"decoder_cfg.ham_kwargs.{key}: unknown key. Valid keys: {', '.join(_HAM_KEYS)}, RAND_INIT.",
-                key=f"decoder_cfg.ham_kwargs.{key}",
-            )
-    args = {_HAM_KEYS[k]: v for k, v in ham_kwargs.items()}
-    if ham_channels % args.get("groups", 1):
-        raise ConfigError(f"decoder_cfg: ham_channels {ham_channels} is not divisible by ham_kwargs.MD_S {args['groups']}.",
-                          key="decoder_cfg.ham_kwargs.MD_S")
-    return NMF(**args, channels=ham_channels)
-
-
 class LightHamHead(nn.Layer):
     """The SegNeXt decoder: resize to the first input's size, concatenate, squeeze, Hamburger, align, classify.
 
     Args:
         in_channels: channels of the inputs (backbone stages 2-4 in SegNeXt).
         num_classes: classes predicted.
+        nmf: the Hamburger's matrix decomposition (over ``ham_channels`` channels).
         channels: width after the align convolution.
         dropout_rate: channel dropout before the classifier.
         align_corners: for resizing the inputs.
         ham_channels: width of the squeeze convolution and the Hamburger.
         num_groups: GroupNorm groups.
-        ham_kwargs: NMF settings in PaddleSeg's spelling, e.g. ``{MD_R: 16}`` (rank; default 64).
     """
 
-    def __init__(self, in_channels: Sequence[int], num_classes: int, channels: int = 256, dropout_rate: float = 0.1,
-                 align_corners: bool = False, ham_channels: int = 512, num_groups: int = 32,
-                 ham_kwargs: Optional[Dict] = None):
+    def __init__(self, *, in_channels: Sequence[int], num_classes: int, nmf: NMF, channels: int = 256,
+                 dropout_rate: float = 0.1, align_corners: bool = False, ham_channels: int = 512, num_groups: int = 32):
         super().__init__()
-        for name, width in (("channels", channels), ("ham_channels", ham_channels)):
-            if width % num_groups:
-                raise ConfigError(f"decoder_cfg.{name} {width} is not divisible by num_groups {num_groups}.",
-                                  key=f"decoder_cfg.{name}")
         self.align_corners = align_corners
         self.squeeze = _conv_gn(sum(in_channels), ham_channels, num_groups, relu=True)
-        self.ham = Hamburger(ham_channels, num_groups, nmf_from_ham_kwargs(ham_kwargs, ham_channels))
+        self.ham = Hamburger(ham_channels, num_groups, nmf)
         self.align = _conv_gn(ham_channels, channels, num_groups, relu=True)
         self.dropout = nn.Dropout2D(dropout_rate) if dropout_rate > 0 else nn.Identity()
         self.classifier = conv2d(channels, num_classes, 1, std=0.01)
@@ -525,7 +487,13 @@ class LightHamHead(nn.Layer):
         return self.classifier(self.dropout(self.align(x)))
 
 
-_DECODER_KEYS = ("channels", "dropout_rate", "align_corners", "ham_channels", "num_groups", "ham_kwargs")
+def _check_head_widths(decoder_channels: int, ham_channels: int, num_groups: int, nmf_groups: int) -> None:
+    """Refuse decoder widths that GroupNorm or the NMF groups cannot split evenly."""
+    for name, width in (("decoder_channels", decoder_channels), ("ham_channels", ham_channels)):
+        if width % num_groups:
+            raise ConfigError(f"{name} {width} is not divisible by num_groups {num_groups}.")
+    if ham_channels % nmf_groups:
+        raise ConfigError(f"ham_channels {ham_channels} is not divisible by nmf_groups {nmf_groups}.")
 
 
 @MODELS.register
@@ -533,38 +501,45 @@ class SegNeXt(SegModel):
     """SegNeXt: an MSCAN backbone and the LightHamHead, logits resized to the input.
 
     Args:
-        backbone: the encoder (an MSCAN or anything declaring ``out_channels``).
         num_classes: classes predicted.
-        decoder_cfg: LightHamHead settings: channels, ham_channels, ham_kwargs, dropout_rate,
-            align_corners, num_groups (PaddleSeg's keys).
+        backbone: the encoder (an MSCAN or anything declaring ``out_channels``).
         backbone_indices: which backbone outputs feed the decoder; the first sets its resolution.
+        decoder_channels: width of the decoder after the Hamburger (PaddleSeg ``channels``).
+        ham_channels: width of the squeeze convolution and the Hamburger.
+        num_groups: GroupNorm groups of the decoder.
+        dropout_rate: channel dropout before the classifier.
+        align_corners: of the decoder's and the output's bilinear resizes.
+        nmf_rank: NMF bases R (PaddleSeg ``MD_R``).
+        nmf_groups: independent factorisations along the channels (``MD_S``).
+        nmf_spatial: factorise channels x positions, else positions x channels (``SPATIAL``).
+        nmf_train_steps: NMF updates in training (``TRAIN_STEPS``).
+        nmf_eval_steps: NMF updates in eval (``EVAL_STEPS``).
     """
 
     num_outputs = 1
     # Pretrained whole-model weights may have a classifier of another shape (left at its initial values).
     pretrained_tolerance = Tolerance(shape_mismatch=("head.classifier",))
 
-    def __init__(self, backbone: nn.Layer, num_classes: int, decoder_cfg: Optional[Dict] = None,
-                 backbone_indices: Sequence[int] = (1, 2, 3)):
+    def __init__(self, *, num_classes: int, backbone: nn.Layer, backbone_indices: Sequence[int] = (1, 2, 3),
+                 decoder_channels: int = 256, ham_channels: int = 512, num_groups: int = 32,
+                 dropout_rate: float = 0.1, align_corners: bool = False, nmf_rank: int = 64, nmf_groups: int = 1,
+                 nmf_spatial: bool = True, nmf_train_steps: int = 6, nmf_eval_steps: int = 7):
         super().__init__()
-        decoder_cfg = dict(decoder_cfg or {})
-        for key in decoder_cfg:
-            if key not in _DECODER_KEYS:
-                raise ConfigError(
-                    f"model.decoder_cfg.{key}: unknown key for LightHamHead.{did_you_mean(key, _DECODER_KEYS)} "
-                    f"Valid keys: {', '.join(_DECODER_KEYS)}.",
-                    key=f"model.decoder_cfg.{key}",
-                )
         n_out = len(backbone.out_channels)
         bad = [i for i in backbone_indices if not -n_out <= i < n_out]
         if bad or not backbone_indices:
-            raise ConfigError(f"model.backbone_indices {list(backbone_indices)}: the backbone has {n_out} outputs "
-                              f"(indices 0..{n_out - 1}).", key="model.backbone_indices")
+            raise ConfigError(f"backbone_indices {list(backbone_indices)}: the backbone has {n_out} outputs "
+                              f"(indices 0..{n_out - 1}).")
+        _check_head_widths(decoder_channels, ham_channels, num_groups, nmf_groups)
         self.num_classes = num_classes
         self.backbone = backbone
         self.backbone_indices = list(backbone_indices)
-        self.head = LightHamHead([backbone.out_channels[i] for i in self.backbone_indices], num_classes, **decoder_cfg)
-        self.output_align_corners = self.head.align_corners
+        nmf = NMF(rank=nmf_rank, groups=nmf_groups, spatial=nmf_spatial, train_steps=nmf_train_steps,
+                  eval_steps=nmf_eval_steps, channels=ham_channels)
+        self.head = LightHamHead(in_channels=[backbone.out_channels[i] for i in self.backbone_indices],
+                                 num_classes=num_classes, nmf=nmf, channels=decoder_channels, dropout_rate=dropout_rate,
+                                 align_corners=align_corners, ham_channels=ham_channels, num_groups=num_groups)
+        self.output_align_corners = align_corners
 
     @staticmethod
     def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -682,29 +657,29 @@ def remap_checkpoint_keys(state: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]
 
 
 def _segnext(backbone: nn.Layer, num_classes: int, width: int, rank: int) -> SegNeXt:
-    decoder_cfg = {"channels": width, "ham_channels": width, "ham_kwargs": {"MD_R": rank}}
-    return SegNeXt(backbone, num_classes, decoder_cfg)
+    return SegNeXt(num_classes=num_classes, backbone=backbone, decoder_channels=width, ham_channels=width,
+                   nmf_rank=rank)
 
 
 @MODELS.register
-def segnext_t(num_classes: int) -> SegNeXt:
+def segnext_t(*, num_classes: int) -> SegNeXt:
     """SegNeXt-T: MSCAN-T, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
-    return _segnext(MSCAN_T(), num_classes, 256, 16)
+    return _segnext(mscan_t(), num_classes, 256, 16)
 
 
 @MODELS.register
-def segnext_s(num_classes: int) -> SegNeXt:
+def segnext_s(*, num_classes: int) -> SegNeXt:
     """SegNeXt-S: MSCAN-S, decoder 256 / 256, NMF rank 16 (official and PaddleSeg settings)."""
-    return _segnext(MSCAN_S(), num_classes, 256, 16)
+    return _segnext(mscan_s(), num_classes, 256, 16)
 
 
 @MODELS.register
-def segnext_b(num_classes: int) -> SegNeXt:
+def segnext_b(*, num_classes: int) -> SegNeXt:
     """SegNeXt-B: MSCAN-B, official decoder 512 / 512, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
-    return _segnext(MSCAN_B(), num_classes, 512, 64)
+    return _segnext(mscan_b(), num_classes, 512, 64)
 
 
 @MODELS.register
-def segnext_l(num_classes: int) -> SegNeXt:
+def segnext_l(*, num_classes: int) -> SegNeXt:
     """SegNeXt-L: MSCAN-L, official decoder 1024 / 1024, NMF rank 64 (PaddleSeg's YAML uses 256 / 16)."""
-    return _segnext(MSCAN_L(), num_classes, 1024, 64)
+    return _segnext(mscan_l(), num_classes, 1024, 64)
