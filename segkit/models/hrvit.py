@@ -39,7 +39,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.models.layers import DropPath
+from segkit.models.layers import Conv2D, DropPath
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -85,9 +85,9 @@ class ConvStem(nn.Layer):
 
     def __init__(self, in_channels: int = 3, out_channels: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2D(in_channels, out_channels // 2, 3, stride=2, padding=1)
+        self.conv1 = Conv2D(in_channels, out_channels // 2, 3, stride=2, padding=1)
         self.bn1 = nn.BatchNorm2D(out_channels // 2)
-        self.conv2 = nn.Conv2D(out_channels // 2, out_channels, 3, stride=2, padding=1)
+        self.conv2 = Conv2D(out_channels // 2, out_channels, 3, stride=2, padding=1)
         self.bn2 = nn.BatchNorm2D(out_channels)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -104,12 +104,12 @@ class DownPath(nn.Layer):
 
     def __init__(self, in_channels: int, out_channels: int, factor: int):
         super().__init__()
-        self.depthwise = nn.Conv2D(
+        self.depthwise = Conv2D(
             in_channels, in_channels, factor + 1, stride=factor, padding=factor // 2,
             groups=in_channels, bias_attr=False,
         )
         self.depthwise_bn = nn.BatchNorm2D(in_channels)
-        self.pointwise = nn.Conv2D(in_channels, out_channels, 1)
+        self.pointwise = Conv2D(in_channels, out_channels, 1)
         self.pointwise_bn = nn.BatchNorm2D(out_channels)
 
     def forward(self, x: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
@@ -126,7 +126,7 @@ class UpPath(nn.Layer):
     def __init__(self, in_channels: int, out_channels: int, factor: int):
         super().__init__()
         self.factor = factor
-        self.pointwise = nn.Conv2D(in_channels, out_channels, 1)
+        self.pointwise = Conv2D(in_channels, out_channels, 1)
         self.pointwise_bn = nn.BatchNorm2D(out_channels)
 
     def forward(self, x: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
@@ -186,8 +186,8 @@ class PatchEmbed(nn.Layer):
 
     def __init__(self, in_channels: int, dim: int):
         super().__init__()
-        self.pointwise = nn.Conv2D(in_channels, dim, 1)
-        self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.pointwise = Conv2D(in_channels, dim, 1)
+        self.depthwise = Conv2D(dim, dim, 3, padding=1, groups=dim)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -266,7 +266,7 @@ class CrossShapedAttention(nn.Layer):
         self.heads_per_direction = half // self.head_dim
         self.scale = self.head_dim ** -0.5
         self.qv = nn.Linear(dim, 2 * dim)
-        self.local_conv = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.local_conv = Conv2D(dim, dim, 3, padding=1, groups=dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         zero = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))
@@ -329,8 +329,8 @@ class MixCFN(nn.Layer):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.half = hidden // 2
-        self.dw3 = nn.Conv2D(self.half, self.half, 3, padding=1, groups=self.half)
-        self.dw5 = nn.Conv2D(hidden - self.half, hidden - self.half, 5, padding=2, groups=hidden - self.half)
+        self.dw3 = Conv2D(self.half, self.half, 3, padding=1, groups=self.half)
+        self.dw5 = Conv2D(hidden - self.half, hidden - self.half, 5, padding=2, groups=hidden - self.half)
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:

@@ -17,6 +17,43 @@ def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
     return x / keep * mask
 
 
+def _per_channel(x: paddle.Tensor, values: paddle.Tensor, op) -> paddle.Tensor:
+    """``op(x, values)`` with one value per channel of an NCHW ``x``, computed on ``[N, C, H*W]``.
+
+    Paddle's CPU broadcasting over ``[N, C, H, W]`` and ``[1, C, 1, 1]`` (and the reduction for the
+    gradient of ``values``) is about 4x slower than over ``[N, C, H*W]`` and ``[C, 1]``: forward and
+    backward of a bias add on a 2x256x128x128 map took 759 ms against 179 ms, with the same values
+    bit for bit. In a traced program (export) the plain broadcast is kept: shapes may be unknown
+    there, and the inference passes fuse the bias into the convolution anyway.
+    """
+    if not paddle.in_dynamic_mode() or x.ndim != 4:
+        return op(x, values.reshape([1, -1, 1, 1]))
+    n, c, h, w = x.shape
+    return op(x.reshape([n, c, h * w]), values.reshape([c, 1])).reshape([n, c, h, w])
+
+
+def add_channel_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    """``x + bias[None, :, None, None]`` for an NCHW ``x``, by the fast layout of ``_per_channel``."""
+    return _per_channel(x, bias, paddle.add)
+
+
+def scale_channels(x: paddle.Tensor, scale: paddle.Tensor) -> paddle.Tensor:
+    """``x * scale`` for an NCHW ``x`` and ``C`` scales of any shape, by the fast layout of ``_per_channel``."""
+    return _per_channel(x, scale, paddle.multiply)
+
+
+class Conv2D(nn.Conv2D):
+    """``paddle.nn.Conv2D`` that adds its bias with ``add_channel_bias``: same parameters, names and
+    values (checkpoints load unchanged), same output, a faster forward and backward on the CPU."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.bias is None or self._data_format != "NCHW" or self._padding_mode != "zeros":
+            return super().forward(x)
+        out = nn.functional.conv2d(x, self.weight, None, stride=self._stride, padding=self._padding,
+                                   dilation=self._dilation, groups=self._groups)
+        return add_channel_bias(out, self.bias)
+
+
 class DropPath(nn.Layer):
     """``drop_path`` as a layer.
 

@@ -34,7 +34,7 @@ from paddle.nn import functional as F
 
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel
-from segkit.models.layers import AdaptiveMaxPool2D, DropPath
+from segkit.models.layers import AdaptiveMaxPool2D, Conv2D, DropPath
 from segkit.registry import MODELS
 from segkit.weights import Tolerance
 
@@ -63,7 +63,7 @@ def conv2d(
     lr_mult: float = 1.0,
 ) -> nn.Conv2D:
     """A 'same'-padded convolution (padding kernel_size // 2) with an optional lr multiplier."""
-    return nn.Conv2D(
+    return Conv2D(
         in_channels,
         out_channels,
         kernel_size,
@@ -166,9 +166,9 @@ class FFN(nn.Layer):
     def __init__(self, channels: int, drop_rate: float = 0.0):
         super().__init__()
         self.norm = batch_norm(channels, epsilon=1e-6)
-        self.conv1 = nn.Conv2D(channels, channels, 3, padding=1)
+        self.conv1 = Conv2D(channels, channels, 3, padding=1)
         self.act = nn.GELU()
-        self.conv2 = nn.Conv2D(channels, channels, 3, padding=1)
+        self.conv2 = Conv2D(channels, channels, 3, padding=1)
         self.drop = nn.Dropout(drop_rate)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:

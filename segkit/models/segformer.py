@@ -41,7 +41,7 @@ from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import SegModel
-from segkit.models.layers import DropPath
+from segkit.models.layers import Conv2D, DropPath
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -90,7 +90,7 @@ class OverlapPatchEmbed(nn.Layer):
 
     def __init__(self, in_channels: int, embed_dim: int, kernel_size: int, stride: int):
         super().__init__()
-        self.proj = nn.Conv2D(in_channels, embed_dim, kernel_size, stride=stride, padding=kernel_size // 2)
+        self.proj = Conv2D(in_channels, embed_dim, kernel_size, stride=stride, padding=kernel_size // 2)
         self.norm = nn.LayerNorm(embed_dim, epsilon=DEFAULT_LN_EPS)
 
     def forward(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, int, int]:
@@ -133,7 +133,7 @@ class EfficientSelfAttention(nn.Layer):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
-            self.sr = nn.Conv2D(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
+            self.sr = Conv2D(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.sr_norm = nn.LayerNorm(dim, epsilon=DEFAULT_LN_EPS)
 
     def forward(self, x: paddle.Tensor, h: int, w: int) -> paddle.Tensor:
@@ -159,7 +159,7 @@ class MixFFN(nn.Layer):
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.dwconv = nn.Conv2D(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
+        self.dwconv = Conv2D(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
@@ -334,7 +334,7 @@ class ConvBNReLU(nn.Layer):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1):
         super().__init__()
-        self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias_attr=False)
+        self.conv = Conv2D(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias_attr=False)
         self.bn = nn.BatchNorm2D(out_channels)
         self.act = nn.ReLU()
 
@@ -386,7 +386,7 @@ class AllMLPHead(nn.Layer):
             self.level_bn = nn.LayerList([nn.BatchNorm2D(embed_dim) for _ in self.in_channels])
         self.fuse = ConvBNReLU(embed_dim * len(self.in_channels), embed_dim, kernel_size=1)
         self.dropout = nn.Dropout2D(dropout)
-        self.classifier = nn.Conv2D(embed_dim, num_classes, kernel_size=1)
+        self.classifier = Conv2D(embed_dim, num_classes, kernel_size=1)
 
     def concat_slot(self, level: int) -> int:
         """Position of ``level`` (0 = finest) in the concatenation the fusion conv reads."""

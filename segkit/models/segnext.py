@@ -45,7 +45,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel
-from segkit.models.layers import drop_path
+from segkit.models.layers import Conv2D, drop_path, scale_channels
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -71,8 +71,8 @@ def conv2d(in_channels: int, out_channels: int, kernel, stride: int = 1, padding
         std = math.sqrt(2.0 / (kh * kw * out_channels // groups))
     weight = paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, std))
     bias_attr = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)) if bias else False
-    return nn.Conv2D(in_channels, out_channels, (kh, kw), stride=stride, padding=padding, groups=groups,
-                     weight_attr=weight, bias_attr=bias_attr)
+    return Conv2D(in_channels, out_channels, (kh, kw), stride=stride, padding=padding, groups=groups,
+                  weight_attr=weight, bias_attr=bias_attr)
 
 
 def _channel_layer_norm(norm: nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
@@ -176,8 +176,10 @@ class MSCABlock(nn.Layer):
         self.drop_path_rate = float(drop_path_rate)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = x + drop_path(self.attn_scale * self.attn(self.attn_norm(x)), self.drop_path_rate, self.training)
-        return x + drop_path(self.mlp_scale * self.mlp(self.mlp_norm(x)), self.drop_path_rate, self.training)
+        attn = scale_channels(self.attn(self.attn_norm(x)), self.attn_scale)
+        x = x + drop_path(attn, self.drop_path_rate, self.training)
+        mlp = scale_channels(self.mlp(self.mlp_norm(x)), self.mlp_scale)
+        return x + drop_path(mlp, self.drop_path_rate, self.training)
 
 
 def _stem(in_channels: int, dim: int) -> nn.Sequential:
