@@ -7,12 +7,16 @@ and 2 workers. The cases run side by side to keep the suite short.
 """
 
 import os
+import struct
 import sys
+import zlib
 
 import numpy as np
 import paddle
 import pytest
-from cli import TIMEOUT, assert_clean_stop, image_path, make_case, processes_naming, run_side_by_side, tool
+from cli import (TIMEOUT, assert_clean_stop, image_path, label_path, make_case, processes_naming, run_side_by_side,
+                 tool)
+from conftest import QUICKSTART
 from PIL import Image
 
 
@@ -80,6 +84,77 @@ def test_evaluation_val_predict_and_check_dataset_stop_at_bad_files(bad_val):
     # check_dataset.py reports what it found and exits with 1 (problems found).
     assert_clean_stop({name: results.pop(name) for name in checks}, bad_val["bad"], status=1)
     assert_clean_stop(results, bad_val["bad"])
+
+
+def png_header(path, width, height):
+    """A PNG that only announces ``width`` x ``height`` grey pixels: the header is all a bomb check reads."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_bombs_truncated_jpegs_and_images_too_large_for_a_whole_image_forward_are_refused(bad_val, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    png_header(bomb, 20000, 20000)  # 400 million pixels
+    truncated = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(truncated, quality=90)
+    truncated.write_bytes(truncated.read_bytes()[:-300])
+    huge_predict = tmp_path / "huge predict.png"  # 8200x8200: SegFormer-B0's attention alone would take 2 TiB
+    Image.new("RGB", (8200, 8200)).save(huge_predict, compress_level=1)
+    config, _ = make_case(tmp_path, "huge_val", "val", None)
+    root = os.path.join(tmp_path, "huge_val")
+    os.remove(image_path(root, "val", 0))
+    os.link(huge_predict, image_path(root, "val", 0))
+    Image.new("L", (8200, 8200)).save(label_path(root, "val", 0), compress_level=1)
+    common = ["--config", bad_val["config"], "--model_path", bad_val["weights"]]
+    # This OpenCV refuses to decode a truncated JPEG; builds that fill the missing part with grey meet
+    # segkit's own end-of-image check (test_truncated_jpeg_check).
+    cases = {str(bomb): "decompression-bomb limit", str(truncated): "cannot decode image"}
+    commands = {path: tool("predict.py", *common, "--image_path", path, "--save_dir", tmp_path / "out")
+                for path in (*cases, str(huge_predict))}
+    huge_val = image_path(root, "val", 0)
+    commands[huge_val] = tool("val.py", "--config", config, "--model_path", bad_val["weights"], "--save_dir",
+                              tmp_path / "v")
+    results = run_side_by_side(commands)
+    for path, (code, out) in results.items():
+        assert_clean_stop({path: (code, out)}, path)
+        assert cases.get(path, "is 8200x8200 as fed to the model") in out, out[-3000:]
+    for path in (str(huge_predict), huge_val):  # refused before the forward allocated anything
+        assert "needs at least 2,053.3 GiB (its attention grows with the square of the pixels)" in results[path][1]
+        assert "--is_slide" in results[path][1]
+
+
+def test_truncated_jpeg_check(tmp_path):
+    from segkit.transforms.image_io import _jpeg_complete
+
+    path = tmp_path / "a.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)).save(path)
+    data = np.fromfile(path, np.uint8)
+    assert _jpeg_complete(data)
+    assert _jpeg_complete(np.concatenate([data, np.zeros(100, np.uint8)]))  # a camera's trailing bytes
+    assert not _jpeg_complete(data[:-300])
+
+
+def test_whole_image_memory_bound_and_when_it_applies():
+    from segkit.config import TestConfig, load_config
+    from segkit.engine.memory import GIB, check_whole_image_fits, whole_image_bytes
+    from segkit.errors import DatasetError
+
+    model = load_config(QUICKSTART).build_model(pretrained=False)  # SegFormer-B0
+    # Stage 1 of B0 at 1024x1024: 1 head, 256x256 tokens against 32x32 keys, scores and softmax side by
+    # side, plus the float32 input and the int64 class map. Measured: the forward's peak resident
+    # size grew by 0.544 GiB against this bound's 0.520 (2.619 against 2.575 at 1536x1536).
+    assert whole_image_bytes(model, 3, 1024, 1024) == 2 * 256 * 256 * 32 * 32 * 4 + 1024 * 1024 * (3 * 4 + 8)
+    assert whole_image_bytes(model, 3, 1024, 2048) < 2.1 * GIB  # Cityscapes whole-image still fits in a few GiB
+    check_whole_image_fits(model, [3, 1024, 1024], "a.png", TestConfig(), available=GIB)
+    with pytest.raises(DatasetError, match="image a.png is 2048x2048 as fed to the model"):
+        check_whole_image_fits(model, [3, 1024, 1024], "a.png", TestConfig(aug_eval=True, scales=[1.0, 2.0]),
+                               available=GIB)
+    sliding = TestConfig(is_slide=True, crop_size=[512, 512], stride=[384, 384])
+    check_whole_image_fits(model, [3, 8200, 8200], "a.png", sliding, available=GIB)
 
 
 @pytest.mark.timeout(2 * TIMEOUT)

@@ -13,6 +13,7 @@ from paddle import nn
 
 from segkit.config import TestConfig
 from segkit.engine.inference import classes_and_probabilities, predict_classes
+from segkit.engine.memory import check_whole_image_fits
 from segkit.engine.loader import GuardedDataset, guarded_loader, raise_on_any_rank
 from segkit.engine.report import FirstImages, WorstImages
 from segkit.errors import ConfigError, DatasetError, SegkitError
@@ -72,6 +73,7 @@ def evaluate_sample(model: nn.Layer, sample: dict, meter: ConfusionMeter, test_c
     """Predict one sample, add it to ``meter`` (and ``auc``), offer it to each of ``keepers`` (e.g.
     ``WorstImages``) and return its per-image record."""
     image = sample["img"]  # an array read here, or a tensor from the DataLoader's workers
+    check_whole_image_fits(model, image.shape, sample.get("img_path", "?"), test_config)
     image = image[None] if isinstance(image, paddle.Tensor) else paddle.to_tensor(image[None])
     label = np.asarray(sample["label"])
     label = label[0] if label.ndim == 3 else label

@@ -13,6 +13,7 @@ from paddle import nn
 
 from segkit.config import TestConfig
 from segkit.engine.inference import classes_and_probabilities, predict_classes
+from segkit.engine.memory import check_whole_image_fits
 from segkit.errors import DatasetError
 from segkit.logger import logger
 from segkit.progress import track
@@ -151,6 +152,7 @@ def predict_images(model: nn.Layer, transforms: Compose, image_paths: Sequence[s
     model.eval()
     for path in image_paths:
         data = transforms({"img": path, "trans_info": []})
+        check_whole_image_fits(model, data["img"].shape, path, test_config)
         image, probs = paddle.to_tensor(data["img"][None]), None
         if probabilities:
             pred, probs = classes_and_probabilities(model, image, data["trans_info"], test_config)
