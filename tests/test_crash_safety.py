@@ -4,6 +4,7 @@ and a damaged image mid-run, each as a user meets it."""
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -18,12 +19,16 @@ from segkit.engine import checkpoints
 from segkit.errors import CheckpointError
 
 
-def start(save_dir, scenes_root, *flags, iters=40):
-    """tools/train.py in a session of its own, so that a signal can go to its whole process group."""
-    argv = tool("train.py", "--config", QUICKSTART, "--save_dir", save_dir, "--save_interval", 1, "--log_iters", 1,
+def start_argv(save_dir, scenes_root, *flags, iters=40):
+    """tools/train.py writing a checkpoint at every iteration of a tiny run."""
+    return tool("train.py", "--config", QUICKSTART, "--save_dir", save_dir, "--save_interval", 1, "--log_iters", 1,
                 *flags, "--opts", *tiny_opts(scenes_root, iters=iters, crop=32))
-    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+
+
+def start(save_dir, scenes_root, *flags, iters=40):
+    """``start_argv`` in a session of its own, so that a signal can go to its whole process group."""
+    return subprocess.Popen(start_argv(save_dir, scenes_root, *flags, iters=iters), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def wait_for_checkpoint(save_dir, proc, name="iter_2"):
@@ -148,6 +153,14 @@ def test_a_damaged_image_mid_run_stops_and_the_last_checkpoint_resumes(tmp_path)
     assert resumed[0] == 0 and f"Resumed from {save_dir / 'iter_1'}" in resumed[1], resumed[1][-3000:]
 
 
+def quickstart_weights(path):
+    """Save weights for the quickstart model at ``path``; returns the path."""
+    from segkit.config import load_config
+
+    paddle.save(load_config(QUICKSTART).build_model(pretrained=False).state_dict(), str(path))
+    return str(path)
+
+
 def wait_for_text(log, text, proc):
     end = time.time() + TIMEOUT
     while text not in log.read_text():
@@ -159,12 +172,8 @@ def wait_for_text(log, text, proc):
 @pytest.mark.timeout(2 * TIMEOUT)
 def test_val_and_predict_stop_on_a_signal_with_one_line(scenes_root, tmp_path):
     """SIGTERM met Paddle's C++ handler (a C++ stack), Ctrl-C a KeyboardInterrupt traceback."""
-    from segkit.config import load_config
-
-    weights = str(tmp_path / "model.pdparams")
     opts = ["--opts", *tiny_opts(scenes_root)]
-    paddle.save(load_config(QUICKSTART, opts[1:]).build_model(pretrained=False).state_dict(), weights)
-    common = ["--config", QUICKSTART, "--model_path", weights]
+    common = ["--config", QUICKSTART, "--model_path", quickstart_weights(tmp_path / "model.pdparams")]
     runs = {  # name: (argv, signal, to the whole process group, the text that shows it is at work)
         "val.py": (tool("val.py", *common, "--num_workers", 2, "--save_dir", tmp_path / "val", *opts),
                    signal.SIGINT, True, "Loaded "),
@@ -191,3 +200,49 @@ def test_val_and_predict_stop_on_a_signal_with_one_line(scenes_root, tmp_path):
         assert out.rstrip().endswith(f"error: {sig.name} received: {name} stopped."), out[-3000:]
         assert "Traceback" not in out and "SystemError" not in out, out[-3000:]
     assert processes_naming(tmp_path, grace_s=0) == [], "loader workers outlived the run"
+
+
+def without_root_override():
+    """The command prefix that makes a root process obey file permissions (as CI and this machine run
+    as root): setpriv drops CAP_DAC_OVERRIDE; nothing for an ordinary user."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv (util-linux): a read-only folder cannot be made here")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+@pytest.mark.timeout(2 * TIMEOUT)
+def test_a_read_only_save_dir_is_refused_up_front_and_mid_run_keeps_the_checkpoints(scenes_root, tmp_path):
+    prefix = without_root_override()
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    mid_run = tmp_path / "mid_run"
+    weights = quickstart_weights(tmp_path / "model.pdparams")
+    opts = ["--opts", *tiny_opts(scenes_root)]
+    infer = ["--config", QUICKSTART, "--model_path", weights, "--save_dir", read_only]
+    commands = {
+        "train.py": tool("train.py", "--config", QUICKSTART, "--save_dir", read_only, *opts),
+        "val.py": tool("val.py", *infer, *opts),
+        "predict.py": tool("predict.py", *infer, "--image_path", os.path.join(scenes_root, "images", "val"), *opts),
+    }
+    training = subprocess.Popen(prefix + start_argv(mid_run, scenes_root), cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        results = run_side_by_side({name: prefix + argv for name, argv in commands.items()})
+        wait_for_checkpoint(str(mid_run), training, "iter_2")
+        mid_run.chmod(0o555)  # the disk or the folder turns read-only during the run
+        out = training.communicate(timeout=TIMEOUT)[0]
+    finally:
+        training.kill()
+        mid_run.chmod(0o755)
+    for name, (code, err) in results.items():
+        assert code == 2 and f"--save_dir {read_only} cannot be written (Permission denied)" in err, f"{name}: {err[-3000:]}"
+        assert "Traceback" not in err, err[-3000:]
+    assert os.listdir(read_only) == []
+    assert training.returncode == 2 and "could not write checkpoint" in out and "Permission denied" in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    newest = checkpoints.iteration_folders(str(mid_run))[-1]
+    checkpoints.load_checkpoint(newest)  # complete and readable
+    assert not [n for n in os.listdir(mid_run) if ".tmp" in n or ".old" in n]

@@ -6,6 +6,7 @@ from _common import (add_config_args, add_runtime_args, add_test_args, apply_run
                      test_config_from_args)
 
 from segkit.config import INFERENCE_SECTIONS, load_config
+from segkit.engine.checkpoints import require_writable_folder
 from segkit.engine.predict import PredictionWriter, collect_images, match_labels, predict
 from segkit.models.base import seed_inference
 from segkit.visualize import palette_array, parse_custom_color
@@ -29,6 +30,7 @@ def main(argv=None):
     if args.label_path and not args.side_by_side:
         parser.error("--label_path is only used by --side_by_side; add --side_by_side or drop --label_path")
     apply_runtime(args)
+    require_writable_folder(args.save_dir)  # before the model is loaded
     cfg = load_config(args.config, args.opts, sections=INFERENCE_SECTIONS)
     test_cfg = test_config_from_args(cfg, args)
     num_classes = cfg.num_classes()

@@ -8,6 +8,7 @@ from _common import (add_config_args, add_not_supported_args, add_runtime_args, 
                      build_model_for_inference, run_cli, test_config_from_args, yes_no)
 
 from segkit.config import INFERENCE_SECTIONS, load_config
+from segkit.engine.checkpoints import require_writable_folder
 from segkit.engine.evaluate import check_auc_roc, evaluate, write_reports
 from segkit.engine.report import write_html_report
 from segkit.models.base import seed_inference
@@ -30,6 +31,7 @@ def main(argv=None):
     add_not_supported_args(parser, "--data_format")
     args = parser.parse_args(argv)
     apply_runtime(args)
+    require_writable_folder(args.save_dir)  # before the model is loaded
     cfg = load_config(args.config, args.opts, sections=INFERENCE_SECTIONS)
     test_cfg = test_config_from_args(cfg, args)
     dataset = cfg.build_dataset("val")

@@ -37,25 +37,42 @@ def atomic_save_dir(target: str, files: Dict[str, object]) -> None:
 
     Everything is written into a temporary sibling folder which is then renamed into place, so a
     crash in the middle leaves either the old folder or the complete new one, never a partial one.
+
+    Raises:
+        CheckpointError: a write or rename failed (a full disk, a quota, a folder made read-only
+            during the run); the temporary folder is removed and the previous ``target`` is kept.
     """
     parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".tmp", dir=parent)
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; checkpoints are ordinary folders
+    tmp = None
     try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".tmp", dir=parent)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; checkpoints are ordinary folders
         for name, obj in files.items():
             paddle.save(obj, os.path.join(tmp, name))
-    except OSError as exc:  # a full disk, a quota, a folder made read-only during the run
-        shutil.rmtree(tmp, ignore_errors=True)
+        _replace_folder(tmp, target)
+    except OSError as exc:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
         kept = f"; the previous {os.path.basename(target)} is intact" if os.path.isdir(target) else ""
-        raise CheckpointError(f"could not write checkpoint {target}: {exc.strerror or exc}{kept}. Free disk space "
-                              "(or choose another --save_dir) and continue with --resume_model auto.") from None
+        raise CheckpointError(f"could not write checkpoint {target}: {exc.strerror or exc}{kept}. Free disk space or "
+                              "make the folder writable (or choose another --save_dir) and continue with "
+                              "--resume_model auto.") from None
+
+
+def _replace_folder(new: str, target: str) -> None:
+    """Rename folder ``new`` to ``target``, replacing ``target``; a failed rename puts the old one back."""
     old = None
     if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".old", dir=parent)
+        old = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".old", dir=os.path.dirname(new))
         os.rmdir(old)
         os.replace(target, old)
-    os.replace(tmp, target)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if old:
+            os.replace(old, target)
+        raise
     if old:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -194,6 +211,22 @@ class SaveDirLock:
             os.close(held[0])
 
 
+def require_writable_folder(folder: str, flag: str = "--save_dir") -> None:
+    """Make ``folder`` if it is missing and check that files can be created in it, before any work.
+
+    Raises:
+        CheckpointError: ``folder`` is a file, or cannot be made or written (read-only, no permission).
+    """
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise CheckpointError(f"{flag} {folder} is a file, not a folder; give a folder for the outputs.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise CheckpointError(f"{flag} {folder} cannot be written ({exc.strerror or exc}); "
+                              "give a folder you can write to.") from None
+
+
 def claim_save_dir(save_dir: str, resume_model: Optional[str], overwrite: bool) -> SaveDirLock:
     """Check that ``save_dir`` can take this run's checkpoints and lock it for the run.
 
@@ -201,14 +234,7 @@ def claim_save_dir(save_dir: str, resume_model: Optional[str], overwrite: bool) 
     fresh run (no ``resume_model``) into a folder that holds another run's checkpoints, unless
     ``overwrite`` (then those checkpoints are removed first, so ``auto`` never resumes from them).
     """
-    if os.path.exists(save_dir) and not os.path.isdir(save_dir):
-        raise CheckpointError(f"--save_dir {save_dir} is a file, not a folder; give a folder for the checkpoints.")
-    try:
-        os.makedirs(save_dir, exist_ok=True)
-        tempfile.TemporaryFile(dir=save_dir).close()
-    except OSError as exc:
-        raise CheckpointError(f"--save_dir {save_dir} cannot be written ({exc.strerror or exc}); "
-                              "give a folder you can write to.") from None
+    require_writable_folder(save_dir)
     lock = SaveDirLock(save_dir).acquire()
     previous = iteration_folders(save_dir) + [p for p in [os.path.join(save_dir, "best_model")] if os.path.isdir(p)]
     if previous and not resume_model:
