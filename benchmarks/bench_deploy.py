@@ -1,25 +1,30 @@
 """Deployment speed: segkit's runtimes and its peers side by side, alternated, as a fraction of this CPU's peak.
 
     python benchmarks/bench_deploy.py [--rounds 5] [--rows segformer_b0 rtformer_slim ...] [--threads N]
+        [--official /path/to/HRViT/models/hrvit.py]
 
 Rows: SegFormer-B0 512x512, RTFormer-Slim 1024x512 and 2048x1024, SegNeXt-T 512x512, HRViT-b1
 512x512 (random weights, 19 classes, batch 1, fp32). Columns: segkit dygraph, segkit Paddle Inference
-(oneDNN with the pass workaround, or the fallback it reports), segkit ONNX Runtime, PaddleSeg 2.8
-dygraph (SegFormer, RTFormer, SegNeXt), and for SegFormer HuggingFace transformers in PyTorch
-(``/work/oracle-venv/bin/python`` in a subprocess, timed there with the same rounds). Every round
-times each column once (in a rotating order) and a NumPy 2048^3 float32 matmul probe; a model's
-fraction of peak is (2 * MACs / its median time) / (2 * 2048^3 / the probe's median time). MACs are
-counted by ``segkit.complexity.count_macs`` (convs, linears, matrix products).
+(oneDNN with the pass workaround, or the fallback it reports), segkit ONNX Runtime, segkit OpenVINO
+(when installed), PaddleSeg 2.8 dygraph and its export (traced as its export.py does, dynamic shape or
+else the row's fixed shape, run by Paddle Inference; a printed line says why where it does not export)
+for SegFormer, RTFormer and SegNeXt, and PyTorch peers in a worker process under
+``/work/oracle-venv/bin/python`` (``_torch_worker.py``): HF transformers SegFormer-B0 (SegFormer row)
+and the official HRViT-b1 backbone (HRViT row, with ``--official``; its fraction of peak counts the
+backbone's MACs). Every round times each column once (in a rotating order) and a NumPy 2048^3 float32
+matmul probe; a column's fraction of peak is (2 * MACs / its median time) / (2 * 2048^3 / the probe's
+median time). MACs are counted by ``segkit.complexity.count_macs`` (convs, linears, matrix products).
 """
 
 import argparse
 import importlib.util
-import json
 import os
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
 
@@ -33,6 +38,7 @@ from segkit.engine.export import export_model  # noqa: E402
 from segkit.engine.onnx_export import convert_to_onnx  # noqa: E402
 import segkit.models  # noqa: E402,F401  (registers the models)
 from segkit.registry import MODELS  # noqa: E402
+from bench_vs_pytorch import TorchWorker  # noqa: E402  (the PyTorch worker process, alternated per round)
 
 ROWS = {  # name -> (segkit variant, H, W)
     "segformer_b0": ("segformer_b0", 512, 512),
@@ -42,19 +48,7 @@ ROWS = {  # name -> (segkit variant, H, W)
     "hrvit_b1": ("hrvit_b1", 512, 512),
 }
 ORACLE_PYTHON = "/work/oracle-venv/bin/python"
-HF_SCRIPT = r"""
-import json, sys, time, torch
-from transformers import SegformerConfig, SegformerForSemanticSegmentation
-torch.set_num_threads(int(sys.argv[3]))
-config = SegformerConfig(num_labels=19, hidden_sizes=[32, 64, 160, 256], decoder_hidden_size=256, depths=[2, 2, 2, 2])
-model = SegformerForSemanticSegmentation(config).eval()
-x = torch.randn(1, 3, int(sys.argv[1]), int(sys.argv[2]))
-times = []
-with torch.inference_mode():
-    for i in range(2 + int(sys.argv[4])):
-        start = time.perf_counter(); model(pixel_values=x); times.append(time.perf_counter() - start)
-print(json.dumps(times[2:]))
-"""
+PYTORCH_PEERS = {"segformer_b0": "HF transformers SegFormer, PyTorch", "hrvit_b1": "official HRViT backbone, PyTorch"}
 
 
 def matmul_probe() -> float:
@@ -116,39 +110,65 @@ def columns_for(variant: str, height: int, width: int, workdir: str):
             with paddle.no_grad():
                 return peer(tensor)
         runs["PaddleSeg 2.8 dygraph"] = run_peer
-    return runs, count_macs(model, [1, 3, height, width]).total_macs
+        runs.update(paddleseg_export_column(peer, os.path.join(workdir, f"paddleseg_{variant}"), height, width, x))
+    return runs, count_macs(model, [1, 3, height, width]).total_macs, model
 
 
-def hf_times(height: int, width: int, threads: int, rounds: int):
-    """Per-round seconds of HuggingFace SegFormer-B0 in PyTorch (oracle venv), or None if it cannot run."""
-    if not os.path.exists(ORACLE_PYTHON):
-        return None
-    result = subprocess.run([ORACLE_PYTHON, "-c", HF_SCRIPT, str(height), str(width), str(threads), str(rounds)],
-                            capture_output=True, text=True, timeout=1800)
-    return json.loads(result.stdout.strip().splitlines()[-1]) if result.returncode == 0 else None
+def paddleseg_export_column(peer, save_dir: str, height: int, width: int, x: np.ndarray):
+    """PaddleSeg's model traced as its export.py does (dynamic shape, else this row's fixed shape) and run
+    by Paddle Inference with segkit's oneDNN workaround; {} (and a printed reason) where it does not export."""
+    for shape in ([None, 3, None, None], [1, 3, height, width]):
+        try:
+            if not os.path.isdir(save_dir):
+                export_model(peer, save_dir, input_shape=shape, output_op="none")
+            backend = create_backend(save_dir, RuntimeOptions("paddle"))
+            backend.run(x)
+        except Exception as exc:  # tracing or Paddle Inference failures of the peer's code
+            print(f"PaddleSeg 2.8 export, input {shape}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            shutil.rmtree(save_dir, ignore_errors=True)
+            continue
+        fixed = "" if shape[2] is None else f", fixed {height}x{width}"
+        return {f"PaddleSeg 2.8 export, Paddle Inference ({backend.mode}{fixed})": lambda: backend.run(x)}
+    return {}
 
 
-def bench_row(name: str, rounds: int, threads: int, workdir: str):
-    """Median seconds per column and the probe's median for one row."""
+def pytorch_columns(variant: str, size: int, threads: int, official: Optional[str], model):
+    """The PyTorch peer of a row in a worker process (``_torch_worker.py`` under the oracle venv):
+    ({name: run once}, {name: its MACs}, the worker or None). HF transformers SegFormer-B0 for the
+    SegFormer row; the official HRViT-b1 backbone (``--official`` models/hrvit.py) for the HRViT row."""
+    if variant not in PYTORCH_PEERS or not os.path.exists(ORACLE_PYTHON) or (variant == "hrvit_b1" and not official):
+        return {}, {}, None
+    name = PYTORCH_PEERS[variant]
+    worker = TorchWorker(ORACLE_PYTHON, variant, threads, SimpleNamespace(size=size, official=official))
+    counted = model.backbone if variant == "hrvit_b1" else model  # the official code is the backbone only
+    return {name: lambda: worker.time("forward")}, {name: count_macs(counted, [1, 3, size, size]).total_macs}, worker
+
+
+def bench_row(name: str, args, workdir: str):
+    """Median seconds per column, the probe's median and the MACs each column computes, for one row."""
     variant, height, width = ROWS[name]
-    runs, macs = columns_for(variant, height, width, workdir)
-    for fn in runs.values():  # warm-up
-        fn()
-    times = {key: [] for key in runs}
-    probes = []
-    keys = list(runs)
-    for r in range(rounds):
-        probes.append(matmul_probe())
-        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
-            start = time.perf_counter()
-            runs[key]()
-            times[key].append(time.perf_counter() - start)
-    medians = {key: float(np.median(v)) for key, v in times.items()}
-    if variant == "segformer_b0":
-        hf = hf_times(height, width, threads, rounds)
-        if hf:
-            medians["HF transformers PyTorch"] = float(np.median(hf))
-    return medians, float(np.median(probes)), macs
+    runs, macs, model = columns_for(variant, height, width, workdir)
+    column_macs = {key: macs for key in runs}
+    torch_runs, torch_macs, worker = pytorch_columns(variant, height, args.threads, args.official, model) \
+        if height == width else ({}, {}, None)
+    runs.update(torch_runs)
+    column_macs.update(torch_macs)
+    try:
+        for fn in runs.values():  # warm-up
+            fn()
+        times = {key: [] for key in runs}
+        probes = []
+        keys = list(runs)
+        for r in range(args.rounds):
+            probes.append(matmul_probe())
+            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                start = time.perf_counter()
+                runs[key]()
+                times[key].append(time.perf_counter() - start)
+    finally:
+        if worker is not None:
+            worker.close()
+    return {key: float(np.median(v)) for key, v in times.items()}, float(np.median(probes)), column_macs
 
 
 def main(argv=None) -> int:
@@ -156,6 +176,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--official", help="the official HRViT models/hrvit.py (facebookresearch/HRViT), HRViT row")
     args = parser.parse_args(argv)
     paddle.set_flags({"FLAGS_use_mkldnn": False})
     paddle.framework.core.set_num_threads(args.threads)
@@ -164,11 +185,11 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.rows:
-            medians, probe, macs = bench_row(name, args.rounds, args.threads, workdir)
+            medians, probe, macs = bench_row(name, args, workdir)
             peak = 2 * 2048 ** 3 / probe
             best = min(medians, key=medians.get)
             for key, seconds in medians.items():
-                share = 2 * macs / seconds / peak
+                share = 2 * macs[key] / seconds / peak
                 mark = " (fastest)" if key == best else ""
                 print(f"| {name} | {key}{mark} | {1e3 * seconds:.1f} | {100 * share:.1f}% | {peak / 1e9:.0f} |", flush=True)
     return 0

@@ -160,3 +160,24 @@ def test_openvino_backend_without_the_package_names_the_install(deployed, monkey
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     with pytest.raises(DeployError, match="pip install openvino"):
         backends.create_backend(deployed["export"], RuntimeOptions("openvino"))
+
+
+def test_openvino_compiles_per_input_shape_where_dynamic_shapes_fail(deployed, monkeypatch):
+    import openvino
+
+    original = openvino.Core.compile_model
+
+    def no_dynamic(self, model, *args, **kwargs):  # as OpenVINO 2026.4 on HRViT's dynamic graph
+        if isinstance(model, str):
+            raise RuntimeError("Exception from graph_rewrite.cpp:\nsimulated broadcast-pass failure")
+        return original(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(openvino.Core, "compile_model", no_dynamic)
+    backend = backends.create_backend(deployed["export"], RuntimeOptions("openvino"))
+    assert backend.mode.endswith("compiled per input shape") and "simulated" in backend.failures[0]
+    reference = backends.create_backend(deployed["export"], RuntimeOptions("onnxruntime"))
+    for shape in ((1, 3, 64, 96), (2, 3, 70, 110), (1, 3, 64, 96)):
+        x = np.random.default_rng(len(shape)).normal(size=shape).astype("float32")
+        expected = reference.run(x)  # logits up to ~150 here; ONNX Runtime and Paddle differ by ~2e-5 of that
+        np.testing.assert_allclose(backend.run(x), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    assert sorted(backend.per_shape) == [(1, 3, 64, 96), (2, 3, 70, 110)]

@@ -229,22 +229,42 @@ class OnnxRuntimeBackend:
 
 
 class OpenVinoBackend:
-    """OpenVINO on ``model.onnx`` (CPU, fp32, latency hint; dynamic batch and size as exported)."""
+    """OpenVINO on ``model.onnx`` (CPU, fp32, latency hint).
+
+    The model is compiled once with the export's dynamic batch and size. Where OpenVINO's CPU plugin
+    cannot compile the dynamic graph (2026.4 fails on HRViT's in a broadcast pass), it is compiled
+    per input shape instead, on first use of each shape; ``mode`` and ``failures`` say so.
+    """
 
     def __init__(self, export_dir: str, deploy: Dict[str, Any], options: RuntimeOptions):
         openvino = import_runtime("openvino", "pip install openvino (or use --backend onnxruntime on the same export)")
-        path = onnx_model_path(export_dir, deploy)
-        config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        self.path = onnx_model_path(export_dir, deploy)
+        self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if options.cpu_threads:
-            config["INFERENCE_NUM_THREADS"] = options.cpu_threads
-        self.compiled = openvino.Core().compile_model(path, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+            self.config["INFERENCE_NUM_THREADS"] = options.cpu_threads
+        self.core, self.per_shape, self.failures = openvino.Core(), {}, []
         self.mode = f"openvino {openvino.__version__.split('-')[0]} CPU fp32"
+        try:
+            self.dynamic = self.core.compile_model(self.path, "CPU", self.config)
+        except RuntimeError as exc:
+            lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+            self.failures.append(f"dynamic shapes: {lines[-1][:160]}")
+            self.dynamic, self.mode = None, self.mode + ", compiled per input shape"
+
+    def _compiled(self, shape: Sequence[int]):
+        if self.dynamic is not None:
+            return self.dynamic
+        key = tuple(shape)
+        if key not in self.per_shape:
+            model = self.core.read_model(self.path)
+            model.reshape(list(key))
+            self.per_shape[key] = self.core.compile_model(model, "CPU", self.config)
+        return self.per_shape[key]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The model's output for a float32 [N, 3, H, W] batch."""
-        result = self.request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
-        return np.array(result[self.compiled.output(0)])
+        compiled = self._compiled(batch.shape)
+        return np.array(compiled([np.ascontiguousarray(batch, dtype=np.float32)])[compiled.output(0)])
 
 
 def check_device(options: RuntimeOptions) -> None:
