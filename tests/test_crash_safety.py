@@ -4,9 +4,11 @@ and a damaged image mid-run, each as a user meets it."""
 
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -246,3 +248,41 @@ def test_a_read_only_save_dir_is_refused_up_front_and_mid_run_keeps_the_checkpoi
     newest = checkpoints.iteration_folders(str(mid_run))[-1]
     checkpoints.load_checkpoint(newest)  # complete and readable
     assert not [n for n in os.listdir(mid_run) if ".tmp" in n or ".old" in n]
+
+
+def rank_pid(save_dir, rank):
+    """The pid of the training rank ``rank`` that writes into ``save_dir``, or None."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except OSError:  # ended meanwhile, or not ours
+            continue
+        if str(save_dir).encode() in argv and b"-m" not in argv and f"PADDLE_TRAINER_ID={rank}".encode() in environ:
+            return int(pid)
+    return None
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_sigterm_to_one_rank_stops_every_rank_at_the_same_iteration(scenes_root, tmp_path):
+    """Under paddle.distributed.launch only rank 1 is signalled; rank 0 learns of it in the per-iteration
+    all-reduce, so both stop after the same iteration and none waits in a collective."""
+    save_dir = tmp_path / "out"
+    launch = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(tmp_path / "log")]
+    proc = subprocess.Popen(launch + start_argv(save_dir, scenes_root, "--batch_size", 1)[1:], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_checkpoint(str(save_dir), proc, "iter_2")
+        os.kill(rank_pid(save_dir, 1), signal.SIGTERM)
+        out = proc.communicate(timeout=TIMEOUT)[0]
+    finally:
+        proc.kill()
+    logs = [(tmp_path / "log" / f"workerlog.{rank}").read_text() for rank in (0, 1)]
+    assert proc.returncode == 143, out[-3000:]
+    stops = [re.findall(r"SIGTERM received: training stopped cleanly after iteration (\d+)", log) for log in logs]
+    assert len(stops[0]) == 1 and stops[0] == stops[1], f"{stops}\n{logs[0][-2000:]}\n{logs[1][-2000:]}"
+    assert all("Traceback" not in log for log in logs), logs
+    checkpoints.load_checkpoint(checkpoints.iteration_folders(str(save_dir))[-1])
+    assert processes_naming(save_dir) == [], "ranks outlived the run"
