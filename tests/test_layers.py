@@ -5,7 +5,7 @@ import paddle
 import pytest
 from paddle import nn
 
-from segkit.models.layers import Conv2D, add_channel_bias, scale_channels
+from segkit.models.layers import Conv2D, _bilinear_matrix, add_channel_bias, resize_bilinear, scale_channels
 
 
 def _run(layer: nn.Layer, x: paddle.Tensor):
@@ -45,3 +45,35 @@ def test_per_channel_ops_equal_broadcasting():
     values = paddle.randn([5, 1, 1])
     np.testing.assert_array_equal(add_channel_bias(x, values.flatten()).numpy(), (x + values).numpy())
     np.testing.assert_array_equal(scale_channels(x, values).numpy(), (x * values).numpy())
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_bilinear_weights_are_paddles(align_corners):
+    """The 1-D weights, read back from Paddle's kernel by resizing an identity, equal ours exactly."""
+    rng = np.random.default_rng(0)
+    for n_in, n_out in [(1, 5), (5, 1), (7, 7), (11, 28), (22, 84), (64, 512), (33, 17)] + \
+            [tuple(rng.integers(1, 90, 2)) for _ in range(20)]:
+        n_in, n_out = int(n_in), int(n_out)
+        eye = paddle.eye(n_in).reshape([1, 1, n_in, n_in])
+        theirs = nn.functional.interpolate(eye, size=[n_in, n_out], mode="bilinear", align_corners=align_corners)
+        np.testing.assert_array_equal(_bilinear_matrix(n_in, n_out, align_corners), theirs[0, 0].numpy().T)
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_resize_bilinear_matches_interpolate(align_corners):
+    """Values and input gradients as F.interpolate's to float rounding, for up- and down-sizing."""
+    rng = np.random.default_rng(1)
+    for (h, w), size in [((8, 16), (64, 128)), ((13, 9), (5, 31)), ((1, 1), (4, 6)), ((16, 16), paddle.to_tensor([40, 24]))]:
+        x = paddle.to_tensor(rng.standard_normal((2, 3, h, w)).astype("float32"))
+        outs, grads = [], []
+        for resize in (resize_bilinear, lambda t, s, a: nn.functional.interpolate(t, size=s, mode="bilinear",
+                                                                                  align_corners=a)):
+            x.clear_gradient()
+            x.stop_gradient = False
+            out = resize(x, size, align_corners)
+            (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
+            outs.append(out.numpy())
+            grads.append(x.grad.numpy() / out.size)
+        np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=2e-5)
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+

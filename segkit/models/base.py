@@ -25,6 +25,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from segkit.models.layers import resize_bilinear
+
 
 
 class SegModel(nn.Layer):
@@ -38,6 +40,7 @@ class SegModel(nn.Layer):
     num_outputs: int = 1
     num_classes: int
     output_align_corners: bool = False
+    matrix_resize_in_training: bool = True  # resize_output's training resize by segkit.models.layers.resize_bilinear
     _head_resolution: bool = False
 
     @staticmethod
@@ -53,6 +56,10 @@ class SegModel(nn.Layer):
         """
         if self._head_resolution and not self.training:
             return logits
+        if self.training and self.matrix_resize_in_training:  # for the loss: faster, equal to float rounding
+            return resize_bilinear(logits, size, self.output_align_corners)
+        # Evaluation keeps Paddle's kernel: segkit.engine.class_map resizes the classes it keeps
+        # with it and must give the class map of this full resize bit for bit.
         return nn.functional.interpolate(logits, size=size, mode="bilinear",
                                          align_corners=self.output_align_corners)
 

@@ -41,7 +41,7 @@ from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import SegModel
-from segkit.models.layers import Conv2D, DropPath
+from segkit.models.layers import Conv2D, DropPath, resize_bilinear
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -419,7 +419,7 @@ class AllMLPHead(nn.Layer):
         for level in reversed(range(len(feats))):
             y = self.fused_level(level, feats[level])
             if level > 0:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=self.align_corners)
+                y = resize_bilinear(y, size, self.align_corners)
             fused = y if fused is None else fused + y
         x = self.fuse.act(self.fuse.bn(fused))
         return self.classifier(self.dropout(x))

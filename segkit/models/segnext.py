@@ -45,7 +45,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel
-from segkit.models.layers import Conv2D, drop_path, scale_channels
+from segkit.models.layers import Conv2D, drop_path, resize_bilinear, scale_channels
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -483,7 +483,7 @@ class LightHamHead(nn.Layer):
         # The first input is the finest; the others are always resized to it (a same-size bilinear
         # resize is exact), so the program has no size comparison and exports with a dynamic size.
         size = paddle.shape(feats[0])[2:]
-        feats = feats[:1] + [F.interpolate(f, size=size, mode="bilinear", align_corners=self.align_corners)
+        feats = feats[:1] + [resize_bilinear(f, size, self.align_corners)
                              for f in feats[1:]]
         x = self.ham(self.squeeze(paddle.concat(feats, axis=1)))
         return self.classifier(self.dropout(self.align(x)))
