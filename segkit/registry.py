@@ -1,13 +1,18 @@
 """Small, strict registries and the builder that turns config dicts into objects.
 
-Every buildable component (model, backbone, head, dataset, transform, loss, optimizer,
-scheduler) is registered under a unique name. ``build`` checks the config keys against the
-constructor's signature, so a misspelled key fails at build time with the dotted key and the
-closest valid names, instead of being swallowed by ``**kwargs``.
+Every buildable component (model, backbone, dataset, transform, loss, optimizer) is registered
+under a unique name. ``build`` checks the config keys against the constructor's signature, so a
+misspelled key fails at build time with the dotted key and the closest valid names, instead of
+being swallowed by ``**kwargs``. A parameter that takes a nested component declares the registry
+its ``type`` comes from in its annotation (``backbone: Annotated[nn.Layer, BACKBONES]``, see
+``declared_registry``); ``validate`` and ``build`` walk the same tree (``_walk``), one checking and
+the other building.
 """
 
 import difflib
+import functools
 import inspect
+import typing
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from segkit.errors import ConfigError
@@ -80,9 +85,6 @@ TRANSFORMS = Registry("transforms")
 LOSSES = Registry("losses")
 OPTIMIZERS = Registry("optimizers")
 
-# Registries searched, in order, for a nested ``{type: ...}`` dict inside a component's config.
-NESTED_REGISTRIES = (BACKBONES, MODELS, TRANSFORMS, LOSSES)
-
 
 def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
     """Raise ConfigError if ``kwargs`` holds a key ``target`` does not accept, lacks a required one, or
@@ -95,7 +97,7 @@ def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
     for key in kwargs:
         if key not in accepted:
             raise ConfigError(
-                f"{where}.{key}: unknown key for {getattr(target, '__name__', target)}."
+                f"{where}.{key}: unknown key for {_name(target)}."
                 f"{did_you_mean(key, accepted)} Valid keys: {', '.join(accepted)}.",
                 key=f"{where}.{key}",
             )
@@ -105,15 +107,34 @@ def check_kwargs(target: Callable, kwargs: Dict[str, Any], where: str) -> None:
     check_values(target, kwargs, where)
 
 
-def find_registry(type_name: str, where: str) -> Registry:
-    """The registry among NESTED_REGISTRIES that holds ``type_name``."""
-    for reg in NESTED_REGISTRIES:
-        if type_name in reg:
-            return reg
-    every = [n for reg in NESTED_REGISTRIES for n in reg.names()]
-    raise ConfigError(
-        f"{where}.type: unknown type {type_name!r}.{did_you_mean(type_name, every)}", key=f"{where}.type"
-    )
+@functools.lru_cache(maxsize=None)
+def _annotations(target: Callable) -> Dict[str, Any]:
+    """The constructor's annotations with their ``Annotated`` metadata (empty when one cannot be resolved)."""
+    try:
+        return typing.get_type_hints(target.__init__ if inspect.isclass(target) else target, include_extras=True)
+    except Exception:  # an annotation that cannot be resolved: no parameter declares a registry
+        return {}
+
+
+def declared_registry(target: Callable, param: str) -> Optional[Registry]:
+    """The registry that ``param`` of ``target`` declares for its ``{type: ...}`` config, or None.
+
+    A parameter declares one with ``typing.Annotated``: ``backbone: Annotated[nn.Layer, BACKBONES]``
+    takes one component from BACKBONES, ``transforms: Annotated[List[Callable], TRANSFORMS]`` a list
+    of components from TRANSFORMS (``segkit.models.base.Backbone`` and friends name these).
+    """
+    for meta in getattr(_annotations(target).get(param), "__metadata__", ()):
+        if isinstance(meta, Registry):
+            return meta
+    return None
+
+
+def _is_component(value: Any) -> bool:
+    return isinstance(value, dict) and "type" in value
+
+
+def _name(target: Callable) -> str:
+    return getattr(target, "__name__", str(target))
 
 
 def _resolve(cfg: Dict[str, Any], registry: Registry, where: str) -> Tuple[Callable, Dict[str, Any]]:
@@ -123,15 +144,48 @@ def _resolve(cfg: Dict[str, Any], registry: Registry, where: str) -> Tuple[Calla
     return target, {k: v for k, v in cfg.items() if k != "type"}
 
 
-def _is_component(value: Any) -> bool:
-    return isinstance(value, dict) and "type" in value
+def _nested(target: Callable, kwargs: Dict[str, Any], where: str, construct: bool) -> Dict[str, Any]:
+    """``kwargs`` with each component argument checked (and built, with ``construct``) from the
+    registry its parameter declares; a list argument item by item."""
+    out = dict(kwargs)
+    for key, value in kwargs.items():
+        registry = declared_registry(target, key)
+        if registry is None:
+            if _is_component(value):
+                raise ConfigError(f"{where}.{key}: {_name(target)}.{key} is a plain value, not a "
+                                  f"{{type: ...}} component.", key=f"{where}.{key}")
+            continue
+        if isinstance(value, (list, tuple)):
+            out[key] = [_walk(item, registry, f"{where}.{key}.{i}", {}, construct) for i, item in enumerate(value)]
+        elif value is not None:
+            out[key] = _walk(value, registry, f"{where}.{key}", {}, construct)
+    return out
+
+
+def _walk(cfg: Any, registry: Registry, where: str, extra: Dict[str, Any], construct: bool) -> Any:
+    """Check the component ``cfg`` and everything nested in it; with ``construct`` build it too."""
+    if construct and callable(cfg) and not isinstance(cfg, dict):
+        return cfg  # built already (a transform object given from Python)
+    target, kwargs = _resolve(cfg, registry, where)
+    kwargs = _nested(target, kwargs, where, construct)
+    accepted = inspect.signature(target).parameters
+    kwargs = {**{k: v for k, v in extra.items() if k in accepted}, **kwargs}
+    check_kwargs(target, kwargs, where)
+    if not construct:
+        return cfg
+    try:
+        return target(**kwargs)
+    except ConfigError as exc:
+        if exc.key:  # already names its key
+            raise
+        raise ConfigError(f"{where}: {exc}", key=where) from None
 
 
 def validate(cfg: Dict[str, Any], registry: Registry, where: str, provided: Iterable[str] = ()) -> None:
     """Check ``cfg`` as ``build`` would, without building anything.
 
-    Types are looked up and keys checked against the constructors, recursively through nested
-    components and lists of components (e.g. a dataset's transforms).
+    The same walk as ``build``: types are looked up and keys checked against the constructors,
+    recursively through the components (and lists of components) that parameters declare.
 
     Args:
         cfg: the component's config.
@@ -139,24 +193,15 @@ def validate(cfg: Dict[str, Any], registry: Registry, where: str, provided: Iter
         where: the dotted config key of ``cfg``.
         provided: keys the caller will supply at build time (e.g. ``num_classes``).
     """
-    target, kwargs = _resolve(cfg, registry, where)
-    for key, value in kwargs.items():
-        if _is_component(value):
-            validate(value, find_registry(value["type"], f"{where}.{key}"), f"{where}.{key}")
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if _is_component(item):
-                    validate(item, find_registry(item["type"], f"{where}.{key}.{i}"), f"{where}.{key}.{i}")
-    accepted = inspect.signature(target).parameters
-    check_kwargs(target, {**{k: None for k in provided if k in accepted}, **kwargs}, where)
+    _walk(cfg, registry, where, {key: None for key in provided}, construct=False)
 
 
 def build(cfg: Dict[str, Any], registry: Registry, where: str, **extra: Any) -> Any:
     """Build the component described by ``cfg`` (a dict with a ``type`` key) from ``registry``.
 
-    Nested dicts that carry a ``type`` key (a backbone inside a model, say) are built first, from
-    whichever registry knows their type. ``extra`` arguments are added unless the config sets them
-    and only where the constructor accepts them.
+    Components nested in it (a backbone inside a model, a dataset's transforms) are built first,
+    from the registry their parameter declares (``declared_registry``). ``extra`` arguments are
+    added unless the config sets them and only where the constructor accepts them.
 
     Args:
         cfg: the component's config; not modified.
@@ -164,18 +209,4 @@ def build(cfg: Dict[str, Any], registry: Registry, where: str, **extra: Any) -> 
         where: the dotted config key of ``cfg``, used in error messages.
         extra: defaults supplied by the caller (e.g. ``num_classes`` from the dataset).
     """
-    target, kwargs = _resolve(cfg, registry, where)
-    for key, value in kwargs.items():
-        if _is_component(value):
-            kwargs[key] = build(value, find_registry(value["type"], f"{where}.{key}"), f"{where}.{key}")
-    accepted = inspect.signature(target).parameters
-    for key, value in extra.items():
-        if key not in kwargs and key in accepted:
-            kwargs[key] = value
-    check_kwargs(target, kwargs, where)
-    try:
-        return target(**kwargs)
-    except ConfigError as exc:
-        if exc.key:  # already names its key
-            raise
-        raise ConfigError(f"{where}: {exc}", key=where) from None
+    return _walk(cfg, registry, where, extra, construct=True)

@@ -101,6 +101,48 @@ def test_unknown_transform_key_is_caught_at_load_time(tmp_path):
         load_config(path)
 
 
+# A nested ``{type: ...}`` is looked up in the registry its parameter declares, by validation and by
+# building alike (one walk): each bad section fails the same way when loaded and when built.
+NESTED_ERRORS = [
+    ({"model": dict(MODEL, backbone={"type": "segformer_b0"})},  # a model, not a backbone
+     "model", r"model\.backbone\.type: unknown backbones type 'segformer_b0'"),
+    ({"model": dict(MODEL, embedding_dim={"type": "mit_b0"})},  # a parameter that declares no registry
+     "model", r"model\.embedding_dim: SegFormer\.embedding_dim is a plain value, not a \{type: \.\.\.\} component"),
+    ({"val_dataset": {"type": "Dataset", "dataset_root": ".", "num_classes": 2, "val_path": "v.txt", "mode": "val",
+                      "transforms": [{"type": "Normalize"}, {"type": "mit_b0"}]}},
+     "val_dataset", r"val_dataset\.transforms\.1\.type: unknown transforms type 'mit_b0'"),
+    ({"loss": {"types": [{"type": "MixedLoss", "losses": [{"type": "Normalize"}], "coef": [1]}], "coef": [1]}},
+     "loss", r"loss\.types\.0\.losses\.0\.type: unknown losses type 'Normalize'"),
+]
+
+
+@pytest.mark.parametrize("data, section, message", NESTED_ERRORS)
+def test_nested_components_come_from_the_registry_their_parameter_declares(data, section, message):
+    from segkit.config import Config
+    from segkit.registry import DATASETS, LOSSES, MODELS, build
+
+    with pytest.raises(ConfigError, match=message):
+        Config(data)
+    registry = {"model": MODELS, "val_dataset": DATASETS, "loss": LOSSES}[section]
+    cfg = data[section]["types"][0] if section == "loss" else data[section]
+    where = "loss.types.0" if section == "loss" else section
+    with pytest.raises(ConfigError, match=message):
+        build(cfg, registry, where)
+
+
+def test_declared_registries():
+    import segkit.models  # noqa: F401
+    from segkit.datasets.base import Dataset
+    from segkit.losses.multi import MixedLoss
+    from segkit.registry import BACKBONES, LOSSES, MODELS, TRANSFORMS, declared_registry
+
+    assert declared_registry(MODELS.get("SegFormer"), "backbone") is BACKBONES
+    assert declared_registry(MODELS.get("SegNeXt"), "backbone") is BACKBONES
+    assert declared_registry(Dataset, "transforms") is TRANSFORMS
+    assert declared_registry(MixedLoss, "losses") is LOSSES
+    assert declared_registry(MODELS.get("SegFormer"), "embedding_dim") is None
+
+
 def test_wrong_type_of_value(tmp_path):
     path = write(tmp_path, "c.yml", "iters: ten\n")
     with pytest.raises(ConfigError, match="iters: expected int"):

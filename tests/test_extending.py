@@ -20,8 +20,8 @@ import predict as predict_tool
 import train as train_tool
 import val as val_tool
 from segkit.config import load_config
-from segkit.datasets.base import SegDataset, list_files, pair_files, require_dir
-from segkit.models.base import SegModel
+from segkit.datasets.base import SegDataset, Transforms, list_files, pair_files, require_dir
+from segkit.models.base import Backbone, SegModel
 from segkit.registry import BACKBONES, DATASETS, MODELS
 from segkit.weights import Tolerance
 
@@ -43,6 +43,7 @@ def extended(monkeypatch):
     for registry in (DATASETS, BACKBONES, MODELS):
         monkeypatch.setattr(registry, "_items", dict(registry._items))
     namespace = dict(os=os, List=List, Any=Any, nn=nn, SegDataset=SegDataset, SegModel=SegModel, Tolerance=Tolerance,
+                     Transforms=Transforms, Backbone=Backbone,
                      DATASETS=DATASETS, BACKBONES=BACKBONES, MODELS=MODELS, list_files=list_files,
                      require_dir=require_dir, pair_files=pair_files)
     blocks = readme_blocks("A dataset with a fixed layout", "A model")

@@ -13,11 +13,11 @@ downloads and asks for the folder instead.
 """
 
 import os
-from typing import Any, List, Optional
+from typing import Optional
 
 import numpy as np
 
-from segkit.datasets.base import SegDataset, list_files, pair_files, require_dir
+from segkit.datasets.base import SegDataset, Transforms, list_files, pair_files, require_dir
 from segkit.errors import DatasetError
 from segkit.registry import DATASETS
 
@@ -93,7 +93,7 @@ class ADE20K(SegDataset):
     PALETTE = PALETTE
 
     def __init__(
-        self, transforms: List[Any], dataset_root: Optional[str] = None, mode: str = "train", edge: bool = False
+        self, transforms: Transforms, dataset_root: Optional[str] = None, mode: str = "train", edge: bool = False
     ):
         self._setup(mode, transforms, self.NUM_CLASSES, self.IGNORE_INDEX, 3, edge)
         if self.mode not in SPLITS:

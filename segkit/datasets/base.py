@@ -20,7 +20,7 @@ checked to exist when the dataset is built.
 """
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Annotated, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -53,21 +53,23 @@ def default_palette(num_classes: int) -> List[List[int]]:
     return palette
 
 
+# The annotation of a dataset's ``transforms`` parameter: in a config, a list of ``{type: ...}``
+# transforms of the TRANSFORMS registry, built (by ``segkit.registry.build``) before the dataset.
+Transforms = Annotated[List[Callable], TRANSFORMS]
+
+
 def build_transforms(transforms: Sequence[Any], owner: str) -> List[Any]:
-    """Build a list of transform configs (``{type: ...}`` dicts) or pass built transforms through."""
+    """Transforms given from Python: built ones pass, ``{type: ...}`` configs are built by ``segkit.registry.build``.
+
+    Args:
+        transforms: transform objects or configs.
+        owner: the dotted key of their owner, for messages (``val_dataset``, ``deploy.yaml``).
+    """
     if transforms is None:
         raise ConfigError(f"{owner}.transforms: a list of transforms is required (may be empty).")
     if not isinstance(transforms, (list, tuple)):
         raise ConfigError(f"{owner}.transforms: expected a list, got {type(transforms).__name__}.")
-    built = []
-    for i, t in enumerate(transforms):
-        if isinstance(t, dict):
-            built.append(build(t, TRANSFORMS, where=f"{owner}.transforms[{i}]"))
-        elif callable(t):
-            built.append(t)
-        else:
-            raise ConfigError(f"{owner}.transforms[{i}]: expected a {{type: ...}} mapping, got {t!r}.")
-    return built
+    return [build(t, TRANSFORMS, where=f"{owner}.transforms.{i}") for i, t in enumerate(transforms)]
 
 
 def binary_edge(label: np.ndarray, radius: int = 2) -> np.ndarray:
@@ -247,7 +249,7 @@ class Dataset(SegDataset):
         self,
         mode: str,
         dataset_root: str,
-        transforms: List[Any],
+        transforms: Transforms,
         num_classes: int,
         img_channels: int = 3,
         train_path: Optional[str] = None,

@@ -11,11 +11,10 @@ returns the test labels too, since the test split is the one papers report.
 """
 
 import os
-from typing import Any, List
 
 import numpy as np
 
-from segkit.datasets.base import SegDataset, list_files, pair_files, require_dir
+from segkit.datasets.base import SegDataset, Transforms, list_files, pair_files, require_dir
 from segkit.registry import DATASETS
 
 CLASS_NAMES = [
@@ -48,7 +47,7 @@ class CamVid(SegDataset):
     CLASS_NAMES = CLASS_NAMES
     PALETTE = PALETTE
 
-    def __init__(self, transforms: List[Any], dataset_root: str, mode: str = "train", edge: bool = False):
+    def __init__(self, transforms: Transforms, dataset_root: str, mode: str = "train", edge: bool = False):
         self._setup(mode, transforms, self.NUM_CLASSES, self.IGNORE_INDEX, 3, edge)
         self.dataset_root = dataset_root
         layout = f"{self.mode}/*.png with labels {self.mode}annot/*.png (SegNet layout)"

@@ -12,9 +12,8 @@ The test split's labels are placeholders, so ``mode: test`` returns images only.
 """
 
 import os
-from typing import Any, List
 
-from segkit.datasets.base import SegDataset, list_files, pair_files, require_dir
+from segkit.datasets.base import SegDataset, Transforms, list_files, pair_files, require_dir
 from segkit.errors import DatasetError
 from segkit.registry import DATASETS
 
@@ -60,7 +59,7 @@ class Cityscapes(SegDataset):
     CLASS_NAMES = CLASS_NAMES
     PALETTE = PALETTE
 
-    def __init__(self, transforms: List[Any], dataset_root: str, mode: str = "train", edge: bool = False):
+    def __init__(self, transforms: Transforms, dataset_root: str, mode: str = "train", edge: bool = False):
         self._setup(mode, transforms, self.NUM_CLASSES, self.IGNORE_INDEX, 3, edge)
         self.dataset_root = dataset_root
         layout = f"leftImg8bit/{self.mode}/<city>/*{IMG_SUFFIX} and gtFine/{self.mode}/<city>/*{LABEL_SUFFIX}"

@@ -16,11 +16,11 @@ reported with the command that converts it. Class names and palette follow mmseg
 """
 
 import os
-from typing import Any, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
-from segkit.datasets.base import SegDataset, list_files, pair_files, require_dir
+from segkit.datasets.base import SegDataset, Transforms, list_files, pair_files, require_dir
 from segkit.errors import DatasetError
 from segkit.registry import DATASETS
 
@@ -106,7 +106,7 @@ class COCOStuff(SegDataset):
     CLASS_NAMES = CLASS_NAMES
     PALETTE = PALETTE
 
-    def __init__(self, transforms: List[Any], dataset_root: str, mode: str = "train", edge: bool = False):
+    def __init__(self, transforms: Transforms, dataset_root: str, mode: str = "train", edge: bool = False):
         self._setup(mode, transforms, self.NUM_CLASSES, self.IGNORE_INDEX, 3, edge)
         if self.mode not in SPLITS:
             raise DatasetError("COCOStuff: mode must be 'train' or 'val' (the test split has no labels).")

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from segkit.datasets.base import Dataset
+from segkit.datasets.base import Dataset, Transforms
 from segkit.errors import DatasetError
 from segkit.registry import DATASETS
 
@@ -139,7 +139,7 @@ class EmbeddedScenes(Dataset):
     CLASS_NAMES = SCENE_CLASSES
     PALETTE = SCENE_PALETTE
 
-    def __init__(self, mode: str, transforms: list, dataset_root: str = "data/embedded_scenes"):
+    def __init__(self, mode: str, transforms: Transforms, dataset_root: str = "data/embedded_scenes"):
         if not dataset_root:
             raise DatasetError("EmbeddedScenes.dataset_root is empty; give the folder to generate the dataset into.")
         generate(dataset_root)

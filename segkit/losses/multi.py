@@ -1,6 +1,6 @@
 """Weighted sums of losses: one loss per model output (MultiLoss) and several on one output (MixedLoss)."""
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Annotated, Any, Dict, List, Sequence, Tuple
 
 import paddle
 from paddle import nn
@@ -46,11 +46,11 @@ class MixedLoss(nn.Layer):
     {type: LovaszSoftmaxLoss}], coef: [0.8, 0.2]}``; the entry's own ``loss.coef`` still applies on top.
 
     Args:
-        losses: the loss configs (each a mapping with a ``type``).
+        losses: the losses, or their configs (each a mapping with a ``type``, built from LOSSES).
         coef: one weight per loss.
     """
 
-    def __init__(self, losses: List[Dict[str, Any]], coef: List[float]):
+    def __init__(self, losses: Annotated[List[nn.Layer], LOSSES], coef: List[float]):
         super().__init__()
         if not isinstance(losses, list) or not isinstance(coef, list) or len(losses) != len(coef) or not losses:
             raise ConfigError(f"MixedLoss: expected non-empty lists 'losses' and 'coef' of the same length, got "

@@ -10,6 +10,8 @@
   them at the head's resolution instead, so that ``segkit.engine.inference`` can take the class
   map without upsampling every class (the same resize, applied later to fewer channels).
 * Constructors are pure: they build the layers with their initial weights and never read a file.
+  Their arguments are keyword-only and typed; a parameter that takes another component declares
+  its registry in the annotation (``backbone: Backbone``), so configs are checked and built from it.
   Weights are applied after the model is built, by ``segkit.weights.apply_weights``.
 * A model whose upstream checkpoints use other key names provides ``remap_checkpoint_keys``, a
   pure function from the upstream state dict to segkit's; ``apply_weights`` applies it once.
@@ -19,14 +21,18 @@
 """
 
 import contextlib
-from typing import Dict, Iterator, List, Sequence
+from typing import Annotated, Dict, Iterator, List, Sequence
 
 import numpy as np
 import paddle
 from paddle import nn
 
 from segkit.models.layers import resize_bilinear
+from segkit.registry import BACKBONES
 
+# The annotation of a model's ``backbone`` parameter: in a config, ``backbone: {type: ...}`` names a
+# backbone of the BACKBONES registry, which is built first and passed in.
+Backbone = Annotated[nn.Layer, BACKBONES]
 
 
 class SegModel(nn.Layer):

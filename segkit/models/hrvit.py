@@ -39,6 +39,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
+from segkit.models.base import Backbone
 from segkit.models.layers import Conv2D, DropPath
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
@@ -532,7 +533,7 @@ class HRViTSegFormer(SegFormer):
         self,
         *,
         num_classes: int,
-        backbone: nn.Layer,
+        backbone: Backbone,
         embedding_dim: int = 256,
         dropout: float = 0.1,
         align_corners: bool = False,

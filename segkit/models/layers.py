@@ -1,12 +1,12 @@
 """Building blocks shared by several model families."""
 
 import functools
-from typing import Sequence, Union
+import math
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import paddle
 from paddle import nn
-
 
 def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
     """Stochastic depth: zero whole samples of a residual branch with probability ``rate``.
@@ -56,6 +56,42 @@ class Conv2D(nn.Conv2D):
         out = nn.functional.conv2d(x, self.weight, None, stride=self._stride, padding=self._padding,
                                    dilation=self._dilation, groups=self._groups)
         return add_channel_bias(out, self.bias)
+
+
+# ``conv2d(..., std=FAN_OUT)``: weights from Normal(0, sqrt(2 / fan_out)), as mmseg and the official
+# SegNeXt code initialise their convolutions.
+FAN_OUT = "fan_out"
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: Union[int, Sequence[int]], *, stride: int = 1,
+           groups: int = 1, bias: bool = True, lr_mult: float = 1.0,
+           std: Optional[Union[float, str]] = None) -> Conv2D:
+    """A Conv2D padded to keep the size (``kernel // 2`` per side), with its initialiser and learning rate.
+
+    The initialiser is given at construction, so each weight is drawn once (large variants build twice
+    as fast as re-initialising Paddle's defaults).
+
+    Args:
+        in_channels: input width.
+        out_channels: output width.
+        kernel_size: square side, or (height, width).
+        stride: the stride.
+        groups: channel groups (``in_channels`` for a depth-wise convolution).
+        bias: give the convolution a bias.
+        lr_mult: learning-rate multiplier of its parameters.
+        std: None keeps Paddle's default initialisers; ``FAN_OUT`` draws the weight from Normal(0,
+            sqrt(2 / fan_out)) with fan_out per group, a number from Normal(0, std); both zero the bias.
+    """
+    kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+    weight_init = bias_init = None
+    if std is not None:
+        std = math.sqrt(2.0 / (kh * kw * out_channels // groups)) if std == FAN_OUT else std
+        weight_init, bias_init = nn.initializer.Normal(0.0, std), nn.initializer.Constant(0.0)
+    return Conv2D(
+        in_channels, out_channels, (kh, kw), stride=stride, padding=(kh // 2, kw // 2), groups=groups,
+        weight_attr=paddle.ParamAttr(initializer=weight_init, learning_rate=lr_mult),
+        bias_attr=paddle.ParamAttr(initializer=bias_init, learning_rate=lr_mult) if bias else False,
+    )
 
 
 @functools.lru_cache(maxsize=64)

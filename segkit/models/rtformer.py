@@ -34,7 +34,7 @@ from paddle.nn import functional as F
 
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel
-from segkit.models.layers import AdaptiveMaxPool2D, Conv2D, DropPath
+from segkit.models.layers import AdaptiveMaxPool2D, Conv2D, DropPath, conv2d
 from segkit.registry import MODELS
 from segkit.weights import Tolerance
 
@@ -54,26 +54,6 @@ def batch_norm(channels: int, epsilon: float = 1e-5, lr_mult: float = 1.0) -> nn
     )
 
 
-def conv2d(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int,
-    stride: int = 1,
-    bias: bool = False,
-    lr_mult: float = 1.0,
-) -> nn.Conv2D:
-    """A 'same'-padded convolution (padding kernel_size // 2) with an optional lr multiplier."""
-    return Conv2D(
-        in_channels,
-        out_channels,
-        kernel_size,
-        stride=stride,
-        padding=kernel_size // 2,
-        weight_attr=paddle.ParamAttr(learning_rate=lr_mult),
-        bias_attr=paddle.ParamAttr(learning_rate=lr_mult) if bias else False,
-    )
-
-
 def spatial_size(x: paddle.Tensor) -> paddle.Tensor:
     """The (H, W) of an NCHW tensor as a tensor, so exported programs keep H and W dynamic."""
     return paddle.shape(x)[2:]
@@ -85,7 +65,7 @@ class ConvNorm(nn.Layer):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  bias: bool = False, act: bool = True):
         super().__init__()
-        self.conv = conv2d(in_channels, out_channels, kernel_size, stride, bias=bias)
+        self.conv = conv2d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
         self.norm = batch_norm(out_channels)
         self.act = nn.ReLU() if act else nn.Identity()
 
@@ -111,7 +91,7 @@ class NormActConv(nn.Layer):
         super().__init__()
         self.norm = batch_norm(in_channels, lr_mult=lr_mult)
         self.act = nn.ReLU() if act else nn.Identity()
-        self.conv = conv2d(in_channels, out_channels, kernel_size, stride, bias=bias, lr_mult=lr_mult)
+        self.conv = conv2d(in_channels, out_channels, kernel_size, stride=stride, bias=bias, lr_mult=lr_mult)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.conv(self.act(self.norm(x)))
@@ -130,9 +110,9 @@ class BasicBlock(nn.Layer):
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, final_relu: bool = True):
         super().__init__()
-        self.conv1 = conv2d(in_channels, out_channels, 3, stride)
+        self.conv1 = conv2d(in_channels, out_channels, 3, stride=stride, bias=False)
         self.norm1 = batch_norm(out_channels)
-        self.conv2 = conv2d(out_channels, out_channels, 3)
+        self.conv2 = conv2d(out_channels, out_channels, 3, bias=False)
         self.norm2 = batch_norm(out_channels)
         self.relu = nn.ReLU()
         self.final_relu = final_relu
@@ -237,7 +217,7 @@ class CrossResolutionAttention(nn.Layer):
         self.norm = batch_norm(high_channels)
         self.kv_norm = batch_norm(low_channels)
         self.kv_pool = AdaptiveMaxPool2D(cross_size)  # exact in ONNX too, any size
-        self.kv_conv = conv2d(low_channels, 2 * high_channels, 1)
+        self.kv_conv = conv2d(low_channels, 2 * high_channels, 1, bias=False)
 
     def forward(self, x_high: paddle.Tensor, x_low: paddle.Tensor) -> paddle.Tensor:
         key, value = paddle.split(self.kv_conv(self.kv_pool(self.kv_norm(x_low))), 2, axis=1)

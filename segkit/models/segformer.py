@@ -40,7 +40,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
-from segkit.models.base import SegModel
+from segkit.models.base import Backbone, SegModel
 from segkit.models.layers import Conv2D, DropPath, resize_bilinear
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -459,7 +459,7 @@ class SegFormer(SegModel):
         self,
         *,
         num_classes: int,
-        backbone: nn.Layer,
+        backbone: Backbone,
         embedding_dim: int,
         align_corners: bool = False,
         dropout: float = 0.1,

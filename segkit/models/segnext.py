@@ -34,7 +34,7 @@ equal to the exported program; ``NMF.seed_eval_bases(None)`` restores upstream's
 Gradients flow through every NMF step, as in both upstream implementations.
 """
 
-import math
+import functools
 import re
 from typing import Dict, List, Optional, Sequence
 
@@ -44,8 +44,8 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from segkit.errors import ConfigError
-from segkit.models.base import SegModel
-from segkit.models.layers import Conv2D, drop_path, resize_bilinear, scale_channels
+from segkit.models.base import Backbone, SegModel
+from segkit.models.layers import FAN_OUT, conv2d, drop_path, resize_bilinear, scale_channels
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -56,23 +56,8 @@ __all__ = ["MSCAN", "LightHamHead", "SegNeXt", "remap_checkpoint_keys"]
 # ----------------------------------------------------------------------------- initialisation
 
 
-def conv2d(in_channels: int, out_channels: int, kernel, stride: int = 1, padding=0, groups: int = 1,
-           bias: bool = True, std: Optional[float] = None) -> nn.Conv2D:
-    """A Conv2D initialised as upstream: Normal(0, sqrt(2 / fan_out)) weights, fan_out per group, zero bias.
-
-    The initialiser is given at construction so each weight is drawn once (large variants build
-    twice as fast as re-initialising Paddle's defaults).
-
-    Args:
-        std: a fixed standard deviation instead of the fan-out rule (the classifier's 0.01).
-    """
-    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    if std is None:
-        std = math.sqrt(2.0 / (kh * kw * out_channels // groups))
-    weight = paddle.ParamAttr(initializer=nn.initializer.Normal(0.0, std))
-    bias_attr = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)) if bias else False
-    return Conv2D(in_channels, out_channels, (kh, kw), stride=stride, padding=padding, groups=groups,
-                  weight_attr=weight, bias_attr=bias_attr)
+# Every convolution starts as upstream's: Normal(0, sqrt(2 / fan_out)) weights, zero bias.
+_conv = functools.partial(conv2d, std=FAN_OUT)
 
 
 def _channel_layer_norm(norm: nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
@@ -85,7 +70,7 @@ def _channel_layer_norm(norm: nn.LayerNorm, x: paddle.Tensor) -> paddle.Tensor:
 
 def _depthwise(dim: int, kernel: Sequence[int]) -> nn.Conv2D:
     """A depth-wise convolution with 'same' padding for an odd (kh, kw) kernel."""
-    return conv2d(dim, dim, tuple(kernel), padding=(kernel[0] // 2, kernel[1] // 2), groups=dim)
+    return _conv(dim, dim, tuple(kernel), groups=dim)
 
 
 class MultiScaleConvAttention(nn.Layer):
@@ -103,7 +88,7 @@ class MultiScaleConvAttention(nn.Layer):
         super().__init__()
         self.local = _depthwise(dim, (5, 5))
         self.strips = nn.LayerList([nn.Sequential(_depthwise(dim, (1, k)), _depthwise(dim, (k, 1))) for k in strip_sizes])
-        self.mix = conv2d(dim, dim, 1)
+        self.mix = _conv(dim, dim, 1)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         attn = self.local(x)
@@ -121,9 +106,9 @@ class ConvAttention(nn.Layer):
 
     def __init__(self, dim: int, strip_sizes: Sequence[int]):
         super().__init__()
-        self.proj_in = conv2d(dim, dim, 1)
+        self.proj_in = _conv(dim, dim, 1)
         self.msca = MultiScaleConvAttention(dim, strip_sizes)
-        self.proj_out = conv2d(dim, dim, 1)
+        self.proj_out = _conv(dim, dim, 1)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.proj_out(self.msca(F.gelu(self.proj_in(x)))) + x
@@ -140,9 +125,9 @@ class ConvMlp(nn.Layer):
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
-        self.fc1 = conv2d(dim, hidden, 1)
+        self.fc1 = _conv(dim, hidden, 1)
         self.dw = _depthwise(hidden, (3, 3))
-        self.fc2 = conv2d(hidden, dim, 1)
+        self.fc2 = _conv(hidden, dim, 1)
         self.dropout = dropout
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -185,10 +170,10 @@ class MSCABlock(nn.Layer):
 def _stem(in_channels: int, dim: int) -> nn.Sequential:
     """Two 3x3 stride-2 convolutions with BN (GELU between): stride 4, ``dim // 2`` then ``dim`` channels."""
     return nn.Sequential(
-        conv2d(in_channels, dim // 2, 3, stride=2, padding=1),
+        _conv(in_channels, dim // 2, 3, stride=2),
         nn.BatchNorm2D(dim // 2),
         nn.GELU(),
-        conv2d(dim // 2, dim, 3, stride=2, padding=1),
+        _conv(dim // 2, dim, 3, stride=2),
         nn.BatchNorm2D(dim),
     )
 
@@ -203,7 +188,7 @@ class Downsample(nn.Layer):
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
-        self.proj = conv2d(in_channels, out_channels, 3, stride=2, padding=1)
+        self.proj = _conv(in_channels, out_channels, 3, stride=2)
         self.norm = nn.BatchNorm2D(out_channels)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -432,7 +417,7 @@ class NMF(nn.Layer):
 
 def _conv_gn(in_channels: int, out_channels: int, groups: int, relu: bool) -> nn.Sequential:
     """1x1 convolution without bias, GroupNorm, and optionally ReLU."""
-    layers = [conv2d(in_channels, out_channels, 1, bias=False), nn.GroupNorm(groups, out_channels)]
+    layers = [_conv(in_channels, out_channels, 1, bias=False), nn.GroupNorm(groups, out_channels)]
     return nn.Sequential(*layers, nn.ReLU()) if relu else nn.Sequential(*layers)
 
 
@@ -447,7 +432,7 @@ class Hamburger(nn.Layer):
 
     def __init__(self, channels: int, num_groups: int, nmf: NMF):
         super().__init__()
-        self.proj_in = conv2d(channels, channels, 1)
+        self.proj_in = _conv(channels, channels, 1)
         self.nmf = nmf
         self.proj_out = _conv_gn(channels, channels, num_groups, relu=False)
 
@@ -522,7 +507,7 @@ class SegNeXt(SegModel):
     # Pretrained whole-model weights may have a classifier of another shape (left at its initial values).
     pretrained_tolerance = Tolerance(shape_mismatch=("head.classifier",))
 
-    def __init__(self, *, num_classes: int, backbone: nn.Layer, backbone_indices: Sequence[int] = (1, 2, 3),
+    def __init__(self, *, num_classes: int, backbone: Backbone, backbone_indices: Sequence[int] = (1, 2, 3),
                  decoder_channels: int = 256, ham_channels: int = 512, num_groups: int = 32,
                  dropout_rate: float = 0.1, align_corners: bool = False, nmf_rank: int = 64, nmf_groups: int = 1,
                  nmf_spatial: bool = True, nmf_train_steps: int = 6, nmf_eval_steps: int = 7):
