@@ -49,6 +49,16 @@ def test_backbone_aliases_resolve_to_the_registered_name(alias, name):
     assert alias not in BACKBONES  # aliases live in the translation layer only
 
 
+def test_convert_weights_takes_backbone_names_and_aliases():
+    from convert_weights import build_layer
+
+    from segkit.models.hrvit import HRViT, HRViTSegFormer
+
+    assert isinstance(build_layer("hrvit_b1", 3), HRViTSegFormer)  # --model: the model of that name
+    assert isinstance(build_layer("hrvit_b1", None, backbone=True), HRViT)  # --backbone
+    assert isinstance(build_layer("HRViT_b1", None), HRViT)  # --model with the earlier backbone name
+
+
 def test_unknown_backbone_name_lists_the_registered_ones():
     with pytest.raises(ConfigError, match="model.backbone.type: unknown backbones type 'mit_b9'. Did you mean 'mit_b"):
         Config({"model": {"type": "SegFormer", "embedding_dim": 8, "backbone": {"type": "mit_b9"}}})
