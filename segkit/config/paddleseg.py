@@ -74,7 +74,8 @@ def translate_model(model: Dict[str, Any], where: str = "model") -> Dict[str, An
         native = segnext_decoder_args(model.pop("decoder_cfg"), f"{where}.decoder_cfg")
         for key in native:
             if key in model:
-                raise ConfigError(f"{where}.{key}: set twice, here and in {where}.decoder_cfg; keep one.",
+                raise ConfigError(f"{where}.{key}: set twice, here and in PaddleSeg's spelling under {where}.decoder_cfg; "
+                                  f"keep one (to override a config that sets {where}.{key}, use --opts {where}.{key}=...).",
                                   key=f"{where}.{key}")
         model.update(native)
     return model
