@@ -1,8 +1,9 @@
 """Building blocks shared by several model families."""
 
+import contextlib
 import functools
 import math
-from typing import Optional, Sequence, Union
+from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
 import paddle
@@ -116,6 +117,20 @@ def _bilinear_matrix(n_in: int, n_out: int, align_corners: bool) -> np.ndarray:
     return matrix
 
 
+_MATRIX_RESIZES = [True]  # resize_bilinear may use matrix products (switched off by kernel_resizes)
+
+
+@contextlib.contextmanager
+def kernel_resizes() -> Iterator[None]:
+    """Inside the block, ``resize_bilinear`` calls Paddle's resize kernel, never matrix products: for
+    ``segkit.complexity``, whose MAC counts leave resizes out as the papers do."""
+    _MATRIX_RESIZES[0] = False
+    try:
+        yield
+    finally:
+        _MATRIX_RESIZES[0] = True
+
+
 def resize_bilinear(x: paddle.Tensor, size: Union[Sequence[int], paddle.Tensor],
                     align_corners: bool = False) -> paddle.Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=...)`` for NCHW float32 ``x``.
@@ -128,8 +143,8 @@ def resize_bilinear(x: paddle.Tensor, size: Union[Sequence[int], paddle.Tensor],
     traced programs, mixed precision, other dtypes) Paddle's kernel is used.
     """
     tracer = paddle.base.framework._dygraph_tracer()
-    if (not paddle.in_dynamic_mode() or x.ndim != 4 or x.dtype != paddle.float32 or not x.place.is_cpu_place()
-            or tracer._amp_level != paddle.base.core.AmpLevel.O0):
+    if (not _MATRIX_RESIZES[0] or not paddle.in_dynamic_mode() or x.ndim != 4 or x.dtype != paddle.float32
+            or not x.place.is_cpu_place() or tracer._amp_level != paddle.base.core.AmpLevel.O0):
         return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
     height, width = (int(s) for s in (size.tolist() if isinstance(size, paddle.Tensor) else size))
     rows = paddle.to_tensor(_bilinear_matrix(x.shape[2], height, align_corners))
