@@ -55,8 +55,12 @@ def test_bilinear_weights_are_paddles(align_corners):
             [tuple(rng.integers(1, 90, 2)) for _ in range(20)]:
         n_in, n_out = int(n_in), int(n_out)
         eye = paddle.eye(n_in).reshape([1, 1, n_in, n_in])
-        theirs = nn.functional.interpolate(eye, size=[n_in, n_out], mode="bilinear", align_corners=align_corners)
-        np.testing.assert_array_equal(_bilinear_matrix(n_in, n_out, align_corners), theirs[0, 0].numpy().T)
+        along_rows = nn.functional.interpolate(eye, size=[n_out, n_in], mode="bilinear", align_corners=align_corners)
+        along_columns = nn.functional.interpolate(eye, size=[n_in, n_out], mode="bilinear",
+                                                  align_corners=align_corners)
+        np.testing.assert_array_equal(_bilinear_matrix(n_in, n_out, align_corners, rows=True), along_rows[0, 0].numpy())
+        np.testing.assert_array_equal(_bilinear_matrix(n_in, n_out, align_corners, rows=False),
+                                      along_columns[0, 0].numpy().T)
 
 
 @pytest.mark.parametrize("align_corners", [False, True])
