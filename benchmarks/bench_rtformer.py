@@ -2,11 +2,14 @@
 
 Measures eval forward latency (batch 1, no grad) at 1024x512 and 2048x1024 and one training step
 (forward, cross-entropy on main + 0.4 aux, backward, AdamW step) at 1024x512, median over
-``--repeats`` after ``--warmup`` runs, on whatever device Paddle uses (GPU if available). The two
-implementations alternate run by run, so a busy machine slows both alike.
+``--repeats`` after ``--warmup`` runs, on whatever device Paddle uses (GPU if available), with the
+same compute threads for both (``--threads``, default every core, as segkit's tools use). The two
+implementations and a NumPy 2048^3 float32 matmul probe alternate run by run, so a busy machine
+slows both alike; the ratio column is the median over rounds of PaddleSeg's time / segkit's
+(> 1: segkit faster), with its range.
 
     python benchmarks/bench_rtformer.py [--variants slim base] [--forward_sizes 1024x512 2048x1024]
-        [--train_size 1024x512] [--train_batch 2] [--repeats 5] [--warmup 2]
+        [--train_size 1024x512] [--train_batch 2] [--repeats 5] [--warmup 2] [--threads N]
 """
 
 import argparse
@@ -14,8 +17,9 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
@@ -23,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddleseg.models.rtformer import RTFormer as PaddleSegRTFormer  # noqa: E402  (oracle)
 
+from segkit import runtime  # noqa: E402
 from segkit.models.rtformer import RTFormer  # noqa: E402
 
 VARIANTS = {
@@ -43,12 +48,17 @@ def sync() -> None:
         paddle.device.synchronize()
 
 
-def interleaved_ms(steps: Dict[str, Callable[[], None]], warmup: int, repeats: int) -> Dict[str, float]:
-    """Median wall time (ms) of each step; the steps alternate so machine load hits them alike."""
+PROBE = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+
+
+def interleaved_ms(steps: Dict[str, Callable[[], None]], warmup: int, repeats: int) -> Dict[str, List[float]]:
+    """Wall times (ms) of each step and of the matmul probe per round; they alternate so machine load
+    hits them alike."""
     for step in steps.values():
         for _ in range(warmup):
             step()
     sync()
+    steps = dict(steps, probe=lambda: PROBE @ PROBE)
     times = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
@@ -56,7 +66,7 @@ def interleaved_ms(steps: Dict[str, Callable[[], None]], warmup: int, repeats: i
             step()
             sync()
             times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 def forward_step(model: paddle.nn.Layer, size: Tuple[int, int]) -> Callable[[], None]:
@@ -97,10 +107,14 @@ def main() -> None:
     parser.add_argument("--train_batch", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="compute threads (default: every core)")
     args = parser.parse_args()
+    threads = runtime.set_threads(args.threads)
 
-    print(f"device: {paddle.get_device()}, paddle {paddle.__version__}, cpu threads: {os.cpu_count()}")
-    header = f"{'variant':8} {'measurement':34} {'segkit ms':>10} {'paddleseg ms':>12} {'ratio':>6}"
+    print(f"device: {paddle.get_device()}, paddle {paddle.__version__}, {threads} compute threads; "
+          "ratio = paddleseg / segkit per round, median (range)")
+    header = (f"{'variant':8} {'measurement':34} {'segkit ms':>10} {'paddleseg ms':>12} {'ratio (range)':>18} "
+              f"{'probe GFLOP/s':>13}")
     print(header)
     print("-" * len(header))
     for variant in args.variants:
@@ -115,10 +129,12 @@ def main() -> None:
                           lambda m: train_step(m, parse_size(args.train_size), args.train_batch)))
         for name, make_step in tasks:
             steps = {impl: make_step(model) for impl, model in models.items()}
-            result = interleaved_ms(steps, args.warmup, args.repeats)
-            ratio = result["segkit"] / result["paddleseg"]
-            print(f"{variant:8} {name:34} {result['segkit']:10.1f} {result['paddleseg']:12.1f} {ratio:6.2f}",
-                  flush=True)
+            times = interleaved_ms(steps, args.warmup, args.repeats)
+            ratios = [theirs / ours for ours, theirs in zip(times["segkit"], times["paddleseg"])]
+            probe = 2 * 2048 ** 3 / statistics.median(times["probe"]) / 1e6
+            print(f"{variant:8} {name:34} {statistics.median(times['segkit']):10.1f} "
+                  f"{statistics.median(times['paddleseg']):12.1f} {statistics.median(ratios):5.2f}x "
+                  f"({min(ratios):.2f}-{max(ratios):.2f}) {probe:13.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,23 +2,35 @@
 
 Measures, per model and input size, the eval forward latency and one training step (forward,
 cross-entropy, backward, AdamW update) at batch 1, as the median over ``--repeats`` runs after
-``--warmup`` runs. Both implementations run the same device and thread settings. Run by hand:
+``--warmup`` runs. Both implementations run in one process with the same device and threads
+(``--threads``, default every core, as segkit's tools use); each round times segkit, PaddleSeg and
+a NumPy 2048^3 float32 matmul probe, and the table gives the median time ratio PaddleSeg / segkit
+per round (> 1: segkit faster) and the probe's GFLOP/s (this CPU's usable peak during the row).
+Run by hand:
 
     python benchmarks/bench_segnext.py                      # T and S at 512 and 1024
-    python benchmarks/bench_segnext.py --sizes 512 --repeats 5
+    python benchmarks/bench_segnext.py --models t --sizes 512 --repeats 5
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from typing import Callable, List
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-import segkit.models  # noqa: F401  (registers the models)
-from segkit.weights import load_weights
-from segkit.registry import MODELS
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import segkit.models  # noqa: E402,F401  (registers the models)
+from segkit import runtime  # noqa: E402
+from segkit.registry import MODELS  # noqa: E402
+from segkit.weights import load_weights  # noqa: E402
+
+PROBE = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
 
 
 def paddleseg_model(size: str, num_classes: int) -> paddle.nn.Layer:
@@ -35,15 +47,16 @@ def sync() -> None:
         paddle.device.synchronize()
 
 
-def timed_pair(steps: List[Callable[[], None]], warmup: int, repeats: int) -> List[float]:
-    """Median seconds of each step after ``warmup`` untimed calls.
+def timed_pair(steps: List[Callable[[], None]], warmup: int, repeats: int) -> List[List[float]]:
+    """Seconds of each step per round after ``warmup`` untimed calls, the probe's last.
 
-    The steps run alternately, so a machine that slows down or speeds up during the run affects
-    both implementations alike.
+    The steps and the probe run alternately, so a machine that slows down or speeds up during the
+    run affects both implementations alike.
     """
     for _ in range(warmup):
         for step in steps:
             step()
+    steps = list(steps) + [lambda: PROBE @ PROBE]
     times = [[] for _ in steps]
     for _ in range(repeats):
         for step, record in zip(steps, times):
@@ -52,7 +65,14 @@ def timed_pair(steps: List[Callable[[], None]], warmup: int, repeats: int) -> Li
             step()
             sync()
             record.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+    return times
+
+
+def summary(times: List[List[float]]) -> str:
+    """'segkit ms | paddleseg ms | ratio per round, median (range)'."""
+    ratios = [theirs / ours for ours, theirs in zip(times[0], times[1])]
+    return (f"{statistics.median(times[0]) * 1e3:>9.0f}ms {statistics.median(times[1]) * 1e3:>12.0f}ms "
+            f"{statistics.median(ratios):>5.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
 
 
 def forward_step(model: paddle.nn.Layer, x: paddle.Tensor) -> Callable[[], None]:
@@ -83,10 +103,14 @@ def main(argv: List[str] = None) -> None:
     parser.add_argument("--num-classes", type=int, default=19)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="compute threads (default: every core)")
     args = parser.parse_args(argv)
+    threads = runtime.set_threads(args.threads)
 
-    print(f"device: {paddle.device.get_device()}, paddle {paddle.__version__}, batch 1, median of {args.repeats}, segkit and paddleseg alternating")
-    header = f"{'model':<10} {'input':>9} | {'fwd segkit':>11} {'fwd paddleseg':>14} | {'train segkit':>13} {'train paddleseg':>16}"
+    print(f"device: {paddle.device.get_device()}, paddle {paddle.__version__}, {threads} threads, batch 1, "
+          f"median of {args.repeats}, segkit, paddleseg and the probe alternating; ratio = paddleseg / segkit")
+    header = (f"{'model':<10} {'input':>9} | {'fwd segkit':>11} {'fwd paddleseg':>14} {'ratio (range)':>18} | "
+              f"{'train segkit':>11} {'train paddleseg':>14} {'ratio (range)':>18} | probe GFLOP/s")
     print(header)
     print("-" * len(header))
     for name in args.models:
@@ -99,12 +123,13 @@ def main(argv: List[str] = None) -> None:
             label = paddle.randint(0, args.num_classes, [1, side, side])
             for model in (ours, theirs):
                 model.eval()
-            row = timed_pair([forward_step(ours, x), forward_step(theirs, x)], args.warmup, args.repeats)
+            forward = timed_pair([forward_step(ours, x), forward_step(theirs, x)], args.warmup, args.repeats)
             for model in (ours, theirs):
                 model.train()
-            row += timed_pair([train_step(ours, x, label), train_step(theirs, x, label)], args.warmup, args.repeats)
-            print(f"SegNeXt-{name.upper():<2} {side:>4}x{side:<4} | {row[0] * 1e3:>9.0f}ms {row[1] * 1e3:>12.0f}ms | "
-                  f"{row[2] * 1e3:>11.0f}ms {row[3] * 1e3:>14.0f}ms")
+            train = timed_pair([train_step(ours, x, label), train_step(theirs, x, label)], args.warmup, args.repeats)
+            probe = 2 * 2048 ** 3 / statistics.median(forward[2] + train[2]) / 1e9
+            print(f"SegNeXt-{name.upper():<2} {side:>4}x{side:<4} | {summary(forward)} | {summary(train)} | {probe:.0f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """segkit vs the PyTorch implementations, same machine, same threads, alternated in one run.
 
-Rows (512x512, fp32, forward batch 1 in eval mode without gradients, train step batch 2 =
+Rows (512x512, fp32, forward batch 1 in eval mode without gradients, train step batch 2 (``--train_batch``) =
 forward + cross-entropy + backward + AdamW):
   * SegFormer-B0, 150 classes: segkit vs Hugging Face transformers ``SegformerForSemanticSegmentation``.
     The forward is compared at the head's resolution (stride 4), where HF stops; segkit's own
@@ -16,6 +16,7 @@ and its spread, and segkit's MACs per second as a share of the probe's.
 
 Usage: python benchmarks/bench_vs_pytorch.py --torch_python /work/oracle-venv/bin/python
            [--official /path/to/HRViT/models/hrvit.py] [--rounds 3] [--threads N] [--skip_segformer]
+           [--train_batch 2] [--size 512]
 """
 
 import argparse
@@ -45,7 +46,8 @@ class TorchWorker:
     """The PyTorch model in a subprocess, timed one command at a time."""
 
     def __init__(self, python: str, model: str, threads: int, args):
-        command = [python, WORKER, "--model", model, "--threads", str(threads), "--size", str(args.size)]
+        command = [python, WORKER, "--model", model, "--threads", str(threads), "--size", str(args.size),
+                   "--train_batch", str(args.train_batch)]
         if args.official:
             command += ["--official", args.official]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -65,7 +67,7 @@ class TorchWorker:
         self.process.wait(timeout=60)
 
 
-def segkit_steps(name: str, size: int):
+def segkit_steps(name: str, size: int, train_batch: int):
     """(forward, train step, forward MACs) callables for one segkit row."""
     paddle.seed(0)
     if name == "segformer_b0":
@@ -77,8 +79,8 @@ def segkit_steps(name: str, size: int):
         loss_of = lambda x, y: sum(o.mean() for o in model(x))  # noqa: E731
     optimizer = paddle.optimizer.AdamW(6e-5, parameters=model.parameters(), weight_decay=0.01)
     x1 = paddle.rand([1, 3, size, size])
-    x2 = paddle.rand([2, 3, size, size])
-    labels = paddle.randint(0, 150, [2, size, size])
+    x2 = paddle.rand([train_batch, 3, size, size])
+    labels = paddle.randint(0, 150, [train_batch, size, size])
 
     def forward():
         model.eval()
@@ -107,7 +109,7 @@ def timed(fn) -> float:
 
 def bench_row(name: str, label: str, args, threads: int, probe: np.ndarray):
     """Alternate segkit, torch and the probe for ``args.rounds`` rounds; print two table rows."""
-    forward, train, macs = segkit_steps(name, args.size)
+    forward, train, macs = segkit_steps(name, args.size, args.train_batch)
     worker = TorchWorker(args.torch_python, name, threads, args)
     forward(), train(), worker.time("forward"), worker.time("train")  # warm-up
     times = {k: [] for k in ("fwd", "fwd_torch", "train", "train_torch", "probe")}
@@ -122,7 +124,7 @@ def bench_row(name: str, label: str, args, threads: int, probe: np.ndarray):
     for phase, key in (("forward", "fwd"), ("train step", "train")):
         ratios = [t / s for s, t in zip(times[key], times[key + "_torch"])]
         seconds = statistics.median(times[key])
-        share = 2 * macs * (1 if key == "fwd" else 2 * 3) / seconds / peak  # train: batch 2, ~3x forward
+        share = 2 * macs * (1 if key == "fwd" else args.train_batch * 3) / seconds / peak  # train: ~3x forward
         print(f"| {label} {phase} | {seconds:.2f} | {statistics.median(times[key + '_torch']):.2f} | "
               f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | {share:.1%} |")
     return statistics.median(times["probe"])
@@ -134,12 +136,14 @@ def main() -> None:
     parser.add_argument("--official", default=None, help="the official HRViT models/hrvit.py (HRViT row)")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--train_batch", type=int, default=2, help="batch of the train step (both sides)")
     parser.add_argument("--threads", type=int, default=None, help="threads for both (default: all cores)")
     parser.add_argument("--skip_segformer", action="store_true", help="only the HRViT row")
     args = parser.parse_args()
     threads = runtime.set_threads(args.threads)
     probe = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
-    print(f"{args.size}x{args.size}, {threads} threads each, {args.rounds} alternated rounds, paddle {paddle.__version__}")
+    print(f"{args.size}x{args.size}, train batch {args.train_batch}, {threads} threads each, {args.rounds} alternated "
+          f"rounds, paddle {paddle.__version__}")
     print("| row | segkit (s) | PyTorch (s) | PyTorch / segkit per round, median (range) | segkit share of matmul peak |")
     print("|---|---|---|---|---|")
     probes = []
