@@ -5,7 +5,8 @@
 
 Rows: SegFormer-B0 512x512, RTFormer-Slim 1024x512 and 2048x1024, SegNeXt-T 512x512, HRViT-b1
 512x512 (random weights, 19 classes, batch 1, fp32). Columns: segkit dygraph, segkit Paddle Inference
-(oneDNN with the pass workaround, or the fallback it reports), segkit ONNX Runtime, segkit OpenVINO
+(oneDNN with the pass workaround, or the fallback it reports; dynamic shape, and exported at the row's
+fixed shape as ``tools/export.py --input_shape`` does), segkit ONNX Runtime, segkit OpenVINO
 (when installed), PaddleSeg 2.8 dygraph and its export (traced as its export.py does, dynamic shape or
 else the row's fixed shape, run by Paddle Inference; a printed line says why where it does not export)
 for SegFormer, RTFormer and SegNeXt, and PyTorch peers in a worker process under
@@ -33,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import paddle  # noqa: E402
 
 from segkit.complexity import count_macs  # noqa: E402
-from segkit.engine.backends import RuntimeOptions, create_backend  # noqa: E402
+from segkit.engine.backends import DeployError, RuntimeOptions, create_backend  # noqa: E402
 from segkit.engine.export import export_model  # noqa: E402
 from segkit.engine.onnx_export import convert_to_onnx  # noqa: E402
 import segkit.models  # noqa: E402,F401  (registers the models)
@@ -78,17 +79,24 @@ def paddleseg_model(variant: str):
     return None
 
 
-def columns_for(variant: str, height: int, width: int, workdir: str):
-    """name -> zero-argument callable running one batch-1 inference, for every column that runs here."""
+def exported(variant: str, workdir: str):
+    """The row's model (seeded random weights, eval mode) and its export folder under ``workdir``
+    (Paddle program with dynamic shape and logits out, and the checked ``model.onnx``)."""
     paddle.seed(0)
     model = MODELS.get(variant)(num_classes=19)
     model.eval()
-    x = np.random.default_rng(0).normal(size=(1, 3, height, width)).astype("float32")
-    tensor = paddle.to_tensor(x)
     save_dir = os.path.join(workdir, variant)
     if not os.path.isdir(save_dir):
         export_model(model, save_dir, output_op="none")
         convert_to_onnx(save_dir, simplify=False)
+    return model, save_dir
+
+
+def columns_for(variant: str, height: int, width: int, workdir: str):
+    """name -> zero-argument callable running one batch-1 inference, for every column that runs here."""
+    model, save_dir = exported(variant, workdir)
+    x = np.random.default_rng(0).normal(size=(1, 3, height, width)).astype("float32")
+    tensor = paddle.to_tensor(x)
     runs = {}
 
     def run_dygraph():
@@ -97,11 +105,20 @@ def columns_for(variant: str, height: int, width: int, workdir: str):
     runs["segkit dygraph"] = run_dygraph
     paddle_backend = create_backend(save_dir, RuntimeOptions("paddle"))
     runs[f"segkit Paddle Inference ({paddle_backend.mode})"] = lambda: paddle_backend.run(x)
+    fixed_dir = os.path.join(workdir, f"{variant}_{height}x{width}")
+    if not os.path.isdir(fixed_dir):
+        export_model(model, fixed_dir, input_shape=[1, 3, height, width], output_op="none")
+    fixed_backend = create_backend(fixed_dir, RuntimeOptions("paddle"))
+    runs[f"segkit Paddle Inference ({fixed_backend.mode}, fixed {height}x{width})"] = lambda: fixed_backend.run(x)
     ort_backend = create_backend(save_dir, RuntimeOptions("onnxruntime"))
     runs["segkit ONNX Runtime"] = lambda: ort_backend.run(x)
     if importlib.util.find_spec("openvino"):
         ov_backend = create_backend(save_dir, RuntimeOptions("openvino"))
-        runs["segkit OpenVINO"] = lambda: ov_backend.run(x)
+        try:
+            ov_backend.run(x)
+            runs[f"segkit OpenVINO ({ov_backend.mode})"] = lambda: ov_backend.run(x)
+        except DeployError as exc:
+            print(f"segkit OpenVINO: {exc}")
     peer = paddleseg_model(variant)
     if peer is not None:
         peer.eval()

@@ -10,7 +10,7 @@ import pytest
 from deploy_models import FAMILIES, tiny_model
 from helpers import paddle_predictor, run_predictor
 
-from segkit.engine.backends import PaddleBackend, RuntimeOptions
+from segkit.engine.backends import DeployError, PaddleBackend, RuntimeOptions, create_backend
 from segkit.engine.export import ExportError, export_model
 from segkit.engine.onnx_export import check_onnx, convert_to_onnx
 from segkit.models.base import seed_inference
@@ -54,6 +54,7 @@ def test_every_family_exports_with_dynamic_shapes_and_matches_dygraph(family, ex
     onednn = PaddleBackend(save_dir, {"model": "model.json"}, RuntimeOptions())
     assert onednn.mode.startswith("onednn"), onednn.failures  # the workaround keeps oneDNN for every family
     session = ort.InferenceSession(os.path.join(save_dir, "model.onnx"), providers=["CPUExecutionProvider"])
+    openvino = create_backend(save_dir, RuntimeOptions("openvino"))  # HRViT: compiled per input shape
     rng = np.random.default_rng(1)
     for shape in SIZES:
         x = rng.normal(size=shape).astype("float32")
@@ -62,6 +63,21 @@ def test_every_family_exports_with_dynamic_shapes_and_matches_dygraph(family, ex
         assert_same_function(run_predictor(pred, x), expected)
         assert_same_function(onednn.run(x), expected)
         assert_same_function(session.run(None, {"x": x})[0], expected)
+        if family == "segnext":  # OpenVINO 2026.4 cannot compile its NMF (a softmax over a dynamic dimension)
+            with pytest.raises(DeployError, match="OpenVINO cannot compile .* use --backend onnxruntime"):
+                openvino.run(x)
+        else:
+            assert_same_function(openvino.run(x), expected)
+
+
+def test_a_fixed_shape_export_runs_in_paddle_inference(tmp_path):
+    # the backend's first-run check must use the exported size (SegFormer's reshapes fix it)
+    model = tiny_model("segformer")
+    export_model(model, str(tmp_path), input_shape=[1, 3, 96, 128], output_op="none")
+    backend = create_backend(str(tmp_path), RuntimeOptions())
+    assert backend.mode.startswith("onednn"), backend.failures
+    x = np.random.default_rng(2).normal(size=(1, 3, 96, 128)).astype("float32")
+    assert_same_function(backend.run(x), model(paddle.to_tensor(x)).numpy())
 
 
 def test_onnx_check_reports_and_rejects_another_function(exports):

@@ -111,6 +111,9 @@ class PaddleBackend:
             if not os.path.isfile(path):
                 raise DeployError(f"{path}: missing; the export folder is incomplete (re-run tools/export.py).")
         self.options = options
+        # the first-run check uses the exported shape where it is fixed (tools/export.py --input_shape)
+        exported = list(deploy.get("input_shape") or [-1, 3, -1, -1])
+        self.probe_shape = [dim if dim and dim > 0 else free for dim, free in zip(exported, (1, 3, 64, 64))]
         self.mode, self.failures = "", []
         self.predictor = self._create()
 
@@ -150,7 +153,7 @@ class PaddleBackend:
         return onednn + [("plain-cpu", None)]
 
     def _create(self):
-        probe = np.zeros([1, 3, 64, 64], dtype=np.float32)
+        probe = np.zeros(self.probe_shape, dtype=np.float32)
         for mode, deleted in self._attempts():
             try:
                 predictor = self._inference.create_predictor(self._config(deleted))
@@ -228,6 +231,12 @@ class OnnxRuntimeBackend:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
+def last_line(exc: Exception) -> str:
+    """The last non-empty line of an exception's message (OpenVINO nests its causes first)."""
+    lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    return lines[-1][:160]
+
+
 class OpenVinoBackend:
     """OpenVINO on ``model.onnx`` (CPU, fp32, latency hint).
 
@@ -247,8 +256,7 @@ class OpenVinoBackend:
         try:
             self.dynamic = self.core.compile_model(self.path, "CPU", self.config)
         except RuntimeError as exc:
-            lines = [line for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
-            self.failures.append(f"dynamic shapes: {lines[-1][:160]}")
+            self.failures.append(f"dynamic shapes: {last_line(exc)}")
             self.dynamic, self.mode = None, self.mode + ", compiled per input shape"
 
     def _compiled(self, shape: Sequence[int]):
@@ -258,7 +266,11 @@ class OpenVinoBackend:
         if key not in self.per_shape:
             model = self.core.read_model(self.path)
             model.reshape(list(key))
-            self.per_shape[key] = self.core.compile_model(model, "CPU", self.config)
+            try:
+                self.per_shape[key] = self.core.compile_model(model, "CPU", self.config)
+            except RuntimeError as exc:  # OpenVINO 2026.4 on SegNeXt: SoftmaxDecomposition, a dynamic dimension
+                raise DeployError(f"OpenVINO cannot compile {self.path} ({self.failures[0]}; at input {list(key)}: "
+                                  f"{last_line(exc)}); use --backend onnxruntime or paddle for this model.") from exc
         return self.per_shape[key]
 
     def run(self, batch: np.ndarray) -> np.ndarray:
