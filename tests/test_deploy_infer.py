@@ -181,3 +181,10 @@ def test_openvino_compiles_per_input_shape_where_dynamic_shapes_fail(deployed, m
         expected = reference.run(x)  # logits up to ~150 here; ONNX Runtime and Paddle differ by ~2e-5 of that
         np.testing.assert_allclose(backend.run(x), expected, rtol=0, atol=1e-4 * np.abs(expected).max())
     assert sorted(backend.per_shape) == [(1, 3, 64, 96), (2, 3, 70, 110)]
+
+
+@pytest.mark.parametrize("spinning", [False, True])
+def test_onnxruntime_threads_spin_only_on_request(deployed, spinning):
+    backend = backends.create_backend(deployed["export"], RuntimeOptions("onnxruntime", ort_spinning=spinning))
+    entry = backend.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert entry == ("1" if spinning else "0")

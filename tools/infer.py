@@ -34,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=1, help="images per run (images of one input size)")
     parser.add_argument("--cpu_threads", type=int, default=None, help="compute threads on the CPU")
     parser.add_argument("--no_onednn", action="store_true", help="Paddle Inference on the CPU without oneDNN")
+    parser.add_argument("--ort_spinning", action="store_true",
+                        help="ONNX Runtime's idle threads spin (its own default; off here: slower on a shared CPU)")
     parser.add_argument("--use_trt", action="store_true", help="TensorRT (with --device gpu)")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32", help="fp16 with --use_trt")
     for name, default in (("min", "1 3 64 64"), ("opt", "1 3 512 1024"), ("max", "1 3 2048 2048")):
@@ -62,7 +64,7 @@ def runtime_options_from_args(args):
         shapes = {"min": args.trt_min_shape or [1, 3, 64, 64], "opt": args.trt_opt_shape or [1, 3, 512, 1024],
                   "max": args.trt_max_shape or [1, 3, 2048, 2048]}
     return RuntimeOptions(args.backend, args.device, args.cpu_threads, args.use_trt, args.precision,
-                          use_onednn=not args.no_onednn, trt_shapes=shapes)
+                          use_onednn=not args.no_onednn, trt_shapes=shapes, ort_spinning=args.ort_spinning)
 
 
 def batches(items, size):

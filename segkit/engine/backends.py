@@ -49,6 +49,8 @@ class RuntimeOptions:
         precision: 'fp32' or 'fp16' (fp16 with TensorRT only).
         use_onednn: try oneDNN on the CPU (Paddle Inference); False runs the plain kernels.
         trt_shapes: TensorRT dynamic-shape ranges, {'min': [N, C, H, W], 'opt': ..., 'max': ...}.
+        ort_spinning: let ONNX Runtime's idle compute threads spin (its default); off by default here,
+            since spinning threads compete with every other process on a shared CPU.
     """
 
     backend: str = "paddle"
@@ -58,6 +60,7 @@ class RuntimeOptions:
     precision: str = "fp32"
     use_onednn: bool = True
     trt_shapes: Optional[Dict[str, List[int]]] = None
+    ort_spinning: bool = False
 
     def check(self) -> "RuntimeOptions":
         """Raise DeployError for a combination that cannot run; return self."""
@@ -207,6 +210,7 @@ class OnnxRuntimeBackend:
         session_options = ort.SessionOptions()
         if options.cpu_threads:
             session_options.intra_op_num_threads = options.cpu_threads
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.ort_spinning else "0")
         providers = self._providers(ort, options)
         self.session = ort.InferenceSession(path, session_options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
