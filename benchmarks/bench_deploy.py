@@ -156,7 +156,7 @@ def pytorch_columns(variant: str, size: int, threads: int, official: Optional[st
     if variant not in PYTORCH_PEERS or not os.path.exists(ORACLE_PYTHON) or (variant == "hrvit_b1" and not official):
         return {}, {}, None
     name = PYTORCH_PEERS[variant]
-    worker = TorchWorker(ORACLE_PYTHON, variant, threads, SimpleNamespace(size=size, official=official))
+    worker = TorchWorker(ORACLE_PYTHON, variant, threads, SimpleNamespace(size=size, official=official, train_batch=1))
     counted = model.backbone if variant == "hrvit_b1" else model  # the official code is the backbone only
     return {name: lambda: worker.time("forward")}, {name: count_macs(counted, [1, 3, size, size]).total_macs}, worker
 
