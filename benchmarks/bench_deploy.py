@@ -39,7 +39,7 @@ from segkit.engine.export import export_model  # noqa: E402
 from segkit.engine.onnx_export import convert_to_onnx  # noqa: E402
 import segkit.models  # noqa: E402,F401  (registers the models)
 from segkit.registry import MODELS  # noqa: E402
-from bench_vs_pytorch import TorchWorker  # noqa: E402  (the PyTorch worker process, alternated per round)
+from bench_vs_pytorch import PAUSE_SECONDS, TorchWorker  # noqa: E402  (the PyTorch worker process, alternated per round)
 
 ROWS = {  # name -> (segkit variant, H, W)
     "segformer_b0": ("segformer_b0", 512, 512),
@@ -179,6 +179,7 @@ def bench_row(name: str, args, workdir: str):
         for r in range(args.rounds):
             probes.append(matmul_probe())
             for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                time.sleep(PAUSE_SECONDS)  # idle threads of the previous column stop spinning first
                 start = time.perf_counter()
                 runs[key]()
                 times[key].append(time.perf_counter() - start)

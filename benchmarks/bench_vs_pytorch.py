@@ -11,7 +11,9 @@ forward + cross-entropy + backward + AdamW):
 The PyTorch side runs in a subprocess (``--torch_python``, a Python with torch, timm, einops and
 transformers; ``benchmarks/_torch_worker.py``), so segkit never imports torch. Every round times,
 in turn, segkit, PyTorch and a numpy 2048^3 float32 matmul probe (the CPU's usable peak at that
-moment); the table gives medians, the time ratio torch / segkit (> 1: segkit faster) per round
+moment), each after a pause of ``PAUSE_SECONDS``: a process's idle OpenMP threads spin-wait for a
+while after its step, and without the pause the two processes' spinning slowed each other's steps
+several-fold (HF's forward took 1.89 s alternated against 0.24 s alone); the table gives medians, the time ratio torch / segkit (> 1: segkit faster) per round
 and its spread, and segkit's MACs per second as a share of the probe's.
 
 Usage: python benchmarks/bench_vs_pytorch.py --torch_python /work/oracle-venv/bin/python
@@ -101,7 +103,16 @@ def segkit_steps(name: str, size: int, train_batch: int):
     return forward, train, macs
 
 
+PAUSE_SECONDS = 1.0  # before each timed step: the other process's idle threads stop spinning
+
+
+def timed_worker(worker, command: str) -> float:
+    time.sleep(PAUSE_SECONDS)
+    return worker.time(command)
+
+
 def timed(fn) -> float:
+    time.sleep(PAUSE_SECONDS)
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -115,10 +126,10 @@ def bench_row(name: str, label: str, args, threads: int, probe: np.ndarray):
     times = {k: [] for k in ("fwd", "fwd_torch", "train", "train_torch", "probe")}
     for _ in range(args.rounds):
         times["fwd"].append(timed(forward))
-        times["fwd_torch"].append(worker.time("forward"))
+        times["fwd_torch"].append(timed_worker(worker, "forward"))
         times["probe"].append(timed(lambda: probe @ probe))
         times["train"].append(timed(train))
-        times["train_torch"].append(worker.time("train"))
+        times["train_torch"].append(timed_worker(worker, "train"))
     worker.close()
     peak = 2 * 2048 ** 3 / statistics.median(times["probe"])  # FLOP/s
     for phase, key in (("forward", "fwd"), ("train step", "train")):
