@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import segkit.models  # noqa: E402,F401  (registers the models)
 from segkit import runtime  # noqa: E402
 from segkit.complexity import count_macs  # noqa: E402
+from segkit.losses import CrossEntropyLoss  # noqa: E402
 from segkit.models import hrvit  # noqa: E402
 from segkit.models.base import head_resolution  # noqa: E402
 from segkit.registry import MODELS  # noqa: E402
@@ -75,7 +76,8 @@ def segkit_steps(name: str, size: int, train_batch: int):
     if name == "segformer_b0":
         model = MODELS.get("segformer_b0")(num_classes=150)
         main = lambda out: out[0] if isinstance(out, list) else out  # noqa: E731
-        loss_of = lambda x, y: F.cross_entropy(main(model(x)), y, axis=1)  # noqa: E731
+        criterion = CrossEntropyLoss()  # what segkit trains with (HF: cross-entropy, ignore_index 255)
+        loss_of = lambda x, y: criterion(main(model(x)), y)  # noqa: E731
     else:
         model = hrvit.hrvit_b1_backbone(drop_path_rate=0.0)
         loss_of = lambda x, y: sum(o.mean() for o in model(x))  # noqa: E731
