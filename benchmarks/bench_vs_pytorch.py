@@ -13,8 +13,9 @@ transformers; ``benchmarks/_torch_worker.py``), so segkit never imports torch. E
 in turn, segkit, PyTorch and a numpy 2048^3 float32 matmul probe (the CPU's usable peak at that
 moment), each after a pause of ``PAUSE_SECONDS``: a process's idle OpenMP threads spin-wait for a
 while after its step, and without the pause the two processes' spinning slowed each other's steps
-several-fold (HF's forward took 1.89 s alternated against 0.24 s alone); the table gives medians, the time ratio torch / segkit (> 1: segkit faster) per round
-and its spread, and segkit's MACs per second as a share of the probe's.
+several-fold (HF's forward took 1.89 s alternated against 0.24 s alone). The table gives medians,
+the time ratio torch / segkit (> 1: segkit faster) per round and its spread, and segkit's MACs per
+second as a share of the probe's.
 
 Usage: python benchmarks/bench_vs_pytorch.py --torch_python /work/oracle-venv/bin/python
            [--official /path/to/HRViT/models/hrvit.py] [--rounds 3] [--threads N] [--skip_segformer]
@@ -30,7 +31,6 @@ import time
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
