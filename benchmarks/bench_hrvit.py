@@ -31,6 +31,7 @@ import paddle.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import segkit.models  # noqa: E402,F401
+from segkit import runtime  # noqa: E402
 from segkit.registry import MODELS  # noqa: E402
 from segkit.models import hrvit  # noqa: E402
 
@@ -88,7 +89,7 @@ def bench_official(path: str, args) -> Optional[List[str]]:
     except ImportError as exc:
         print(f"official row skipped: {path} needs {exc.name} ({exc})")
         return None
-    torch.set_num_threads(args.threads or torch.get_num_threads())
+    torch.set_num_threads(args.threads)
     model = module.HRViT_b1_224()
     model.head = torch.nn.Identity()  # forward_features only: the ImageNet classifier is not used
     size = args.size
@@ -120,10 +121,11 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=1, help="batch of the forward-latency runs")
     parser.add_argument("--train_batch", type=int, default=2, help="batch of the training steps")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: its own)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for Paddle and PyTorch (default: every core)")
     parser.add_argument("--official", default=None, help="path to the official HRViT models/hrvit.py")
     parser.add_argument("--no_segformer", action="store_true", help="skip the SegFormer-B1 yardstick")
     args = parser.parse_args(argv)
+    args.threads = runtime.set_threads(args.threads)
 
     paddle.seed(0)
     rows = [bench_paddle("HRViT-b1 + SegFormer head (segkit)", MODELS.get("hrvit_b1")(num_classes=150), True, args)]

@@ -7,7 +7,10 @@ after warm-up runs, alternating the two implementations so drift on a shared mac
 Also prints the multiply-accumulates counted analytically (conv, linear, attention matmuls), for
 the textbook decoder (as the paper counts) and for segkit's folded decoder.
 
-Usage: python benchmarks/bench_segformer.py [--variant b0] [--size 512] [--batch 1] [--runs 10]
+Usage: python benchmarks/bench_segformer.py [--variant b0] [--size 512] [--batch 1] [--runs 10] [--threads N]
+
+Both implementations run with the same compute threads (``--threads``, default every core, as
+segkit's tools use; Paddle's own default is one).
 """
 
 import argparse
@@ -20,6 +23,7 @@ import paddle
 import paddle.nn.functional as F
 
 import segkit.models  # noqa: F401
+from segkit import runtime
 from segkit.weights import load_weights
 from segkit.models import segformer as sf
 
@@ -96,7 +100,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=150)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="compute threads (default: every core)")
     args = parser.parse_args()
+    threads = runtime.set_threads(args.threads)
 
     from paddleseg import models as ps  # test/benchmark-only oracle
 
@@ -155,7 +161,7 @@ def main() -> None:
         results[phase] = {name: statistics.median(t) for name, t in timings.items()}
 
     print(f"SegFormer-{variant}, {args.batch}x3x{args.size}x{args.size}, {args.classes} classes, "
-          f"paddle {paddle.__version__} on CPU, median of {args.runs} runs after {args.warmup} warm-up "
+          f"paddle {paddle.__version__} on CPU, {threads} threads, median of {args.runs} runs after {args.warmup} warm-up "
           "(implementations interleaved)")
     print(f"max |segkit - paddleseg| eval logits: {diff:.2e} (unfolded decoder: {diff_unfolded:.2e})")
     print(f"{'phase':28s} {'segkit ms':>10s} {'paddleseg ms':>13s} {'speed-up':>9s} {'segkit unfolded ms':>19s}")
