@@ -16,7 +16,7 @@ import shutil
 import socket
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import paddle
 from paddle import nn
@@ -142,18 +142,17 @@ def resolve_resume(resume_model: str, save_dir: str) -> Optional[str]:
     return resume_model
 
 
-def newest_readable(save_dir: str) -> Optional[str]:
-    """The newest ``iter_N`` in ``save_dir`` whose files all read completely; a damaged newer one is
-    reported and skipped (``--resume_model auto`` falls back to the previous checkpoint)."""
+def newest_readable(save_dir: str) -> Tuple[Optional[str], Optional[Dict[str, Dict]]]:
+    """The newest ``iter_N`` in ``save_dir`` whose files all read completely, with what was read
+    (``load_checkpoint``), or (None, None); a damaged newer one is reported and skipped
+    (``--resume_model auto`` falls back to the previous checkpoint)."""
     for folder in reversed(iteration_folders(save_dir)):
         try:
-            load_checkpoint(folder)
+            return folder, load_checkpoint(folder)
         except CheckpointError as exc:
             logger.warning(f"--resume_model auto: skipping {folder}, which cannot be read ({exc}); "
                            "falling back to the previous checkpoint.")
-            continue
-        return folder
-    return None
+    return None, None
 
 
 class SaveDirLock:
@@ -236,7 +235,8 @@ def claim_save_dir(save_dir: str, resume_model: Optional[str], overwrite: bool) 
     """
     require_writable_folder(save_dir)
     lock = SaveDirLock(save_dir).acquire()
-    previous = iteration_folders(save_dir) + [p for p in [os.path.join(save_dir, "best_model")] if os.path.isdir(p)]
+    best = os.path.join(save_dir, "best_model")
+    previous = iteration_folders(save_dir) + ([best] if os.path.isdir(best) else [])
     if previous and not resume_model:
         if not overwrite:
             lock.release()
@@ -322,6 +322,7 @@ class CheckpointManager:
         self.save_dir, self.keep, self.writer = save_dir, keep, writer
         self.last: Optional[str] = None
         self.lock: Optional[SaveDirLock] = None
+        self._read_ahead: Dict[str, Dict[str, Dict]] = {}  # folder -> its files, read while finding it
 
     def prepare(self, cfg) -> None:
         """Create ``save_dir`` and write the resolved config next to the checkpoints."""
@@ -339,7 +340,9 @@ class CheckpointManager:
         if not resume_model:
             return None
         if resume_model == "auto":
-            folder = newest_readable(self.save_dir)
+            folder, loaded = newest_readable(self.save_dir)
+            if folder:
+                self._read_ahead[folder] = loaded  # restore() uses it instead of reading the files again
         else:
             folder = resolve_resume(resume_model, self.save_dir)
         if folder is None and self.writer:
@@ -387,7 +390,7 @@ class CheckpointManager:
 
     def restore(self, folder: str, parts: Trainables) -> TrainState:
         """Restore optimizer, schedule, loss scaler and EMA from ``folder``; returns its counters."""
-        loaded = load_checkpoint(folder)
+        loaded = self._read_ahead.pop(folder, None) or load_checkpoint(folder)
         parts.optimizer.set_state_dict(restore_optimizer_state(parts.model, loaded["model.pdopt"]))
         saved = loaded["train_state.pdstates"]
         parts.lr.set_state_dict(saved["lr_scheduler"])
