@@ -66,7 +66,12 @@ def whole_image_bytes(model: nn.Layer, channels: int, height: int, width: int, f
     """A lower bound on the memory one whole-image forward of ``model`` on a ``channels`` x ``height`` x
     ``width`` image needs at its peak: the float32 input and the int64 class map, plus the model's
     largest attention allocation (``attention_bytes``)."""
-    return height * width * (channels * FLOAT32 + 8) + attention_bytes(model, height, width, fused_attention)
+    return _image_and_class_map_bytes(channels, height, width) + attention_bytes(model, height, width, fused_attention)
+
+
+def _image_and_class_map_bytes(channels: int, height: int, width: int) -> int:
+    """The float32 input image and its int64 class map."""
+    return height * width * (channels * FLOAT32 + 8)
 
 
 def _read_int(path: str) -> Optional[int]:
@@ -117,11 +122,11 @@ def check_whole_image_fits(model: nn.Layer, shape: Sequence[int], where: str, te
     scale = max(test_config.scales) if test_config.aug_eval and test_config.scales else 1.0
     height, width = (int(round(s * scale)) for s in shape[-2:])
     channels = int(shape[-3]) if len(shape) >= 3 else 1
-    fused = paddle.get_device().startswith("gpu")
-    needed = whole_image_bytes(model, channels, height, width, fused_attention=fused)
+    attention = attention_bytes(model, height, width, fused=paddle.get_device().startswith("gpu"))
+    needed = _image_and_class_map_bytes(channels, height, width) + attention  # = whole_image_bytes
     if needed <= available:
         return
-    why = " (its attention grows with the square of the pixels)" if attention_bytes(model, height, width, fused) else ""
+    why = " (its attention grows with the square of the pixels)" if attention else ""
     raise DatasetError(
         f"image {where} is {width}x{height} as fed to the model; a whole-image forward of {type(model).__name__} "
         f"at that size needs at least {needed / GIB:,.1f} GiB{why}, more than the {available / GIB:,.1f} GiB "

@@ -9,6 +9,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
+
 def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
     """Stochastic depth: zero whole samples of a residual branch with probability ``rate``.
 
