@@ -29,3 +29,11 @@ class DatasetError(SegkitError):
 
 class TrainingError(SegkitError):
     """Training cannot go on (e.g. the loss became NaN or Inf)."""
+
+
+class StoppedBySignal(SegkitError):
+    """A run stopped on a signal; the tools exit with 128 + the signal number, as a shell reports it."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + signum

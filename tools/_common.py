@@ -9,7 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from segkit.errors import ConfigError, SegkitError  # noqa: E402
+from segkit.errors import ConfigError, SegkitError, StoppedBySignal  # noqa: E402
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -84,13 +84,12 @@ def apply_runtime(args, training: bool = False) -> int:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Stopped(SegkitError):
-    """The tool was stopped by a signal; it exits with 128 + the signal number, as a shell reports it."""
+class Stopped(StoppedBySignal):
+    """The tool was stopped by a signal (exit status 128 + its number)."""
 
     def __init__(self, signum: int):
         tool = os.path.basename(sys.argv[0])
-        super().__init__(f"{signal.Signals(signum).name} received: {tool} stopped.")
-        self.exit_status = 128 + signum
+        super().__init__(f"{signal.Signals(signum).name} received: {tool} stopped.", signum)
 
 
 def stop_on_signals() -> None:

@@ -15,17 +15,13 @@ from typing import Optional
 import paddle
 import paddle.distributed as dist
 
-from segkit.errors import SegkitError
+from segkit.errors import StoppedBySignal
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class TrainingInterrupted(SegkitError):
-    """Training stopped on a signal; exits with 128 + the signal number, as a shell reports it."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_status = 128 + signum
+class TrainingInterrupted(StoppedBySignal):
+    """Training stopped on a signal, at a clean point."""
 
 
 class StopOnSignal:
