@@ -8,7 +8,8 @@ import pytest
 import segkit.models  # noqa: F401  (registers the models)
 from segkit.config import TestConfig
 from segkit.engine import class_map
-from segkit.engine.class_map import candidate_classes, exact_class_map, support_radius
+from segkit.engine.class_map import candidate_classes, candidate_ids, exact_argmax, exact_class_map, support_radius
+from segkit.engine.export import InferenceNet
 from segkit.engine.inference import infer_image, predict_classes
 from segkit.models.base import head_resolution
 from segkit.registry import MODELS
@@ -109,6 +110,37 @@ def test_no_bound_when_a_resize_reads_a_grid_coarser_than_the_logits():
     assert support_radius((32, 32), [("padding", (30, 32))]) == 0
 
 
+def full_argmax(logits, size, align):
+    """The former argmax output op of exports: every class resized, then argmax (int32 [N, 1, H, W])."""
+    return paddle.argmax(F.interpolate(logits, size=size, mode="bilinear", align_corners=align), axis=1,
+                         keepdim=True, dtype="int32").numpy()
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_exact_argmax_of_exports_is_bit_equal_on_batches_ties_and_non_finite_scores(align):
+    rng = np.random.default_rng(11)
+    for low, size in (((16, 16), (64, 64)), ((9, 13), (70, 110)), ((1, 5), (3, 19))):
+        batch = paddle.concat([scene_logits(rng, 150, *low) for _ in range(2)])
+        ties = batch.numpy()
+        ties[1, 7] = ties[1, ties[1].max(axis=(1, 2)).argmax()]  # class 7 ties the strongest class of image 1
+        for logits in (batch, paddle.to_tensor(ties), paddle.to_tensor(np.round(ties))):
+            assert np.array_equal(exact_argmax(logits, size, align).numpy(), full_argmax(logits, size, align))
+        assert candidate_ids(batch).shape[0] < 20  # the classes of the two scenes, not all 150
+    for bad in (np.nan, np.inf, -np.inf):
+        logits = rng.normal(size=(1, 6, 5, 7)).astype(np.float32)
+        logits[0, 2, 1, 3] = bad
+        logits = paddle.to_tensor(logits)
+        assert candidate_ids(logits).numpy().tolist() == list(range(6))
+        assert np.array_equal(exact_argmax(logits, (20, 28), align).numpy(), full_argmax(logits, (20, 28), align))
+
+
+def test_the_graph_and_numpy_candidates_agree():
+    rng = np.random.default_rng(12)
+    for radius in (1, 2):
+        logits = scene_logits(rng, 60, 15, 21)
+        assert np.array_equal(candidate_ids(logits, radius).numpy(), candidate_classes(logits[0].numpy(), radius))
+
+
 FAMILIES = ["segformer_b0", "rtformer_slim", "segnext_t", "hrvit_b1"]
 MODES = {
     "whole": TestConfig(),
@@ -134,6 +166,12 @@ def test_every_family_and_mode_predicts_the_same_classes(name, monkeypatch):
         fast = predict_classes(model, image, trans_info, cfg)
         assert fast.dtype == reference.dtype and np.array_equal(fast, reference), (name, mode)
     assert len(resized) == 1 and resized[0].size < 150  # whole-image inference resized fewer classes
+    batch = paddle.randn([2, 3, 48, 64])  # the exports' argmax output op, in dygraph, at the head's resolution
+    paddle.seed(1)
+    reference = paddle.argmax(model(batch), axis=1, keepdim=True, dtype="int32").numpy()
+    with head_resolution(model):
+        paddle.seed(1)
+        assert np.array_equal(InferenceNet(model, "argmax")(batch).numpy(), reference), name
 
 
 def test_head_resolution_only_in_eval():

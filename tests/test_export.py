@@ -57,7 +57,7 @@ def test_dynamic_image_size_and_argmax_output(slim, tmp_path):
     labels = run_predictor(pred, x)
     assert labels.dtype == np.int32 and labels.shape == (2, 1, 70, 110)
     expected = slim(paddle.to_tensor(x)).numpy().argmax(axis=1)[:, None]
-    assert (labels == expected).mean() > 0.999  # ties aside, identical
+    assert np.array_equal(labels, expected)  # only the classes that can win were resized: the same class map
 
 
 def test_paddleseg_rtformer_cannot_export_a_dynamic_batch_and_the_error_says_why(tmp_path):

@@ -17,12 +17,20 @@ inside the ``(2n+1) x (2n+1)`` window centred on one of them. In a window W, no
 class can beat ``max_j min_W logit_j`` by more than the rounding tolerance, and class k can reach
 at most ``max_W logit_k``; so a class whose maximum stays below the best minimum in every window
 wins nowhere. An image with a handful of classes (ADE20K has 150) then resizes only those.
+
+``candidate_classes`` does this in numpy for one image (dygraph evaluation and prediction, where it
+is faster than Paddle's single-threaded pooling); ``candidate_ids`` does it with Paddle ops on a
+batch, so that it traces into a static program: the data-dependent number of classes is a
+``nonzero`` + ``gather`` along the channel axis, which Paddle Inference, paddle2onnx (NonZero,
+Gather), ONNX Runtime and OpenVINO all run with dynamic shapes. ``exact_argmax`` is the argmax
+output op of exported programs built on it.
 """
 
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
+from paddle import nn
 
 # Relative rounding allowance per resize: a bilinear value is four float32 products and three
 # sums, each rounded (about 8 ulp of the largest magnitude); 32 ulp leaves a wide margin.
@@ -121,6 +129,53 @@ def exact_class_map(
     subset = paddle.index_select(logits, paddle.to_tensor(ids, place=logits.place), axis=1)
     winners = paddle.argmax(finish(subset), axis=1)[0].numpy()
     return ids[winners]
+
+
+def candidate_ids(logits: paddle.Tensor, radius: int = 1) -> paddle.Tensor:
+    """``candidate_classes`` for a batch, in Paddle ops that trace into a static program.
+
+    The candidates of the batch are those of any of its images (each image's class map still only
+    needs its own). The threshold is taken over the classes that reach the maximum at some pixel
+    (ties included), the window extremes by max pooling (whose padding holds no value, like the
+    replicated border).
+
+    Args:
+        logits: [N, K, h, w] float32 logits, the start of the chain.
+        radius: as ``support_radius`` returns (at least 1).
+
+    Returns:
+        [M] int64 ascending class ids; every class when a score is NaN or infinite.
+    """
+    peak = paddle.max(paddle.abs(logits))
+    unbounded = paddle.logical_not(paddle.isfinite(peak))  # a non-finite score: every class
+    window = 2 * radius + 1
+
+    def among(mask: paddle.Tensor) -> paddle.Tensor:  # ids of the classes set in [K] ``mask``
+        return paddle.nonzero(paddle.logical_or(mask, unbounded)).flatten()
+
+    leaders = among(_any_pixel(logits == paddle.max(logits, axis=1, keepdim=True)))
+    lowest = -nn.functional.max_pool2d(-paddle.gather(logits, leaders, axis=1), window, stride=1, padding=radius)
+    threshold = paddle.max(lowest, axis=1, keepdim=True) - peak * (_ULPS_PER_RESIZE * radius)  # [N, 1, h, w]
+    maybe = among(paddle.max(logits, axis=[0, 2, 3]) >= paddle.min(threshold))
+    upper = nn.functional.max_pool2d(paddle.gather(logits, maybe, axis=1), window, stride=1, padding=radius)
+    # gather + nonzero rather than masked_select: OpenVINO cannot compile the latter's ONNX form (Compress)
+    return paddle.gather(maybe, among(_any_pixel(upper >= threshold)))
+
+
+def _any_pixel(mask: paddle.Tensor) -> paddle.Tensor:
+    """[N, K, h, w] bool -> [K]: set where the class's mask is set at some pixel of some image."""
+    return paddle.any(mask, axis=[0, 2, 3])
+
+
+def exact_argmax(logits: paddle.Tensor, size: Sequence, align_corners: bool) -> paddle.Tensor:
+    """``argmax(interpolate(logits, size, 'bilinear', align_corners), axis=1)`` as int32 [N, 1, H, W],
+    bit for bit, resizing only the classes ``candidate_ids`` keeps. Traces into a static program
+    with dynamic batch and sizes (the argmax output op of exports)."""
+    ids = candidate_ids(logits)
+    subset = nn.functional.interpolate(paddle.gather(logits, ids, axis=1), size=size, mode="bilinear",
+                                       align_corners=align_corners)
+    winners = paddle.argmax(subset, axis=1, keepdim=True)
+    return paddle.gather(ids, winners.flatten()).reshape(paddle.shape(winners)).astype("int32")
 
 
 def resize_stage(size: Sequence[int]) -> List[Tuple[str, Tuple[int, int]]]:

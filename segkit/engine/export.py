@@ -4,8 +4,14 @@ The program is traced with ``paddle.jit.to_static`` from an ``InputSpec`` whose 
 dimensions (``None`` or ``-1``) stay dynamic, so one export serves any batch size (and, if asked,
 any image size). A ``deploy.yaml`` next to it records the input shape, the output op and the
 preprocessing transforms, in PaddleSeg's deploy format.
+
+With the argmax output op, a segkit model is traced at its head's resolution
+(``segkit.models.base.head_resolution``) and the program resizes only the classes that can win
+somewhere (``segkit.engine.class_map.exact_argmax``): the same class map as resizing every class
+and taking the argmax, bit for bit, in every backend.
 """
 
+import contextlib
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -13,7 +19,9 @@ import paddle
 import yaml
 from paddle import nn
 
+from segkit.engine.class_map import exact_argmax
 from segkit.errors import SegkitError
+from segkit.models.base import SegModel, head_resolution
 
 OUTPUT_OPS = ("argmax", "softmax", "none")
 
@@ -28,17 +36,22 @@ class InferenceNet(nn.Layer):
     Args:
         model: the segmentation model (its eval forward returns the main logits).
         output_op: 'argmax' (int32 label map [N, 1, H, W]), 'softmax' (probabilities) or 'none' (logits).
+        fast_argmax: with 'argmax' and a ``SegModel``, resize only the classes that can win (the
+            same class map); the model must then be traced inside ``head_resolution(model)``.
     """
 
-    def __init__(self, model: nn.Layer, output_op: str = "argmax"):
+    def __init__(self, model: nn.Layer, output_op: str = "argmax", fast_argmax: bool = True):
         super().__init__()
         self.model = model
         self.output_op = output_op
+        self.fast_argmax = fast_argmax and output_op == "argmax" and isinstance(model, SegModel)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         logits = self.model(x)
         if isinstance(logits, (list, tuple)):  # a model without the eval contract: main logits first
             logits = logits[0]
+        if self.fast_argmax:  # head-resolution logits: the model's final resize, on the candidates only
+            return exact_argmax(logits, x.shape[-2:], self.model.output_align_corners)
         if self.output_op == "argmax":
             return paddle.argmax(logits, axis=1, keepdim=True, dtype="int32")
         if self.output_op == "softmax":
@@ -65,6 +78,7 @@ def export_model(
     input_shape: Sequence[Optional[int]] = (None, 3, None, None),
     output_op: str = "argmax",
     transforms: Optional[List[Dict[str, Any]]] = None,
+    fast_argmax: bool = True,
 ) -> str:
     """Trace ``model`` into a static program saved under ``save_dir``; return the path prefix.
 
@@ -74,6 +88,8 @@ def export_model(
         input_shape: ``[N, C, H, W]``; None or -1 leaves a dimension dynamic. The batch is dynamic by default.
         output_op: 'argmax', 'softmax' or 'none' (raw logits).
         transforms: the preprocessing transforms (config dicts) to record in ``deploy.yaml``.
+        fast_argmax: with 'argmax', resize only the classes that can win (the same class map, see
+            the module docstring); False keeps the former graph that resizes every class (to compare).
 
     Raises:
         ExportError: for a bad ``input_shape`` / ``output_op``, or when tracing fails (the message
@@ -82,14 +98,14 @@ def export_model(
     shape = check_input_shape(input_shape)
     if output_op not in OUTPUT_OPS:
         raise ExportError(f"output_op must be one of {', '.join(OUTPUT_OPS)}, got {output_op!r}.")
-    net = InferenceNet(model, output_op)
+    net = InferenceNet(model, output_op, fast_argmax)
     net.eval()
     os.makedirs(save_dir, exist_ok=True)
     prefix = os.path.join(save_dir, "model")
     spec = [paddle.static.InputSpec(shape=shape, dtype="float32", name="x")]
     try:
-        static_net = paddle.jit.to_static(net, input_spec=spec, full_graph=True)
-        paddle.jit.save(static_net, prefix)
+        with head_resolution(model) if net.fast_argmax else contextlib.nullcontext():
+            paddle.jit.save(paddle.jit.to_static(net, input_spec=spec, full_graph=True), prefix)
     except Exception as exc:  # Paddle raises many types while tracing
         raise ExportError(
             f"could not export {type(model).__name__} with input_shape {shape}: {type(exc).__name__}: {exc}\n"

@@ -3,14 +3,17 @@
 The conversion keeps the program's dynamic dimensions (batch, height, width). The check runs the
 ONNX model in ONNX Runtime and the dygraph model on random inputs at two sizes (the second one not a
 multiple of 32, batch 2 where the batch is dynamic). The logits are read from the graph even when
-it ends in an argmax or a softmax (the input of that last node is exposed as an extra output), so
-the check reports the largest logit difference and the argmax agreement; a difference above the
-tolerance is an error (``ExportError``), not a warning.
+it ends in an argmax or a softmax (the input of that last node is exposed as an extra output; in an
+exact fast argmax, the head-resolution logits the classes are chosen from, compared with the
+dygraph model's inside ``head_resolution``), so the check reports the largest logit difference and
+the argmax agreement; a difference above the tolerance is an error (``ExportError``), not a warning.
 """
 
+import contextlib
 import dataclasses
 import os
-from typing import List, Optional, Sequence, Tuple
+import tempfile
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -18,6 +21,7 @@ from paddle import nn
 
 from segkit.engine.export import ExportError
 from segkit.logger import logger
+from segkit.models.base import head_resolution
 
 DEFAULT_OPSET = 17
 # Largest logit difference accepted, relative to the largest logit magnitude (at least 1).
@@ -60,20 +64,35 @@ def convert_to_onnx(save_dir: str, opset: int = DEFAULT_OPSET, simplify: bool = 
     except ImportError as exc:
         raise ExportError("--format onnx needs paddle2onnx and onnxruntime: pip install paddle2onnx onnxruntime "
                           "(the deploy extra, see README).") from exc
+    save_dir = os.path.abspath(save_dir)
     model_file = next((os.path.join(save_dir, name) for name in ("model.json", "model.pdmodel")
                        if os.path.isfile(os.path.join(save_dir, name))), None)
     if model_file is None:
         raise ExportError(f"{save_dir}: no Paddle program (model.json / model.pdmodel) to convert.")
     path = os.path.join(save_dir, "model.onnx")
     try:
-        paddle2onnx.export(model_file, os.path.join(save_dir, "model.pdiparams"), path, opset_version=opset,
-                           auto_upgrade_opset=False, enable_onnx_checker=True)
+        with _scratch_working_dir():
+            paddle2onnx.export(model_file, os.path.join(save_dir, "model.pdiparams"), path, opset_version=opset,
+                               auto_upgrade_opset=False, enable_onnx_checker=True)
     except Exception as exc:  # paddle2onnx raises plain Exceptions from its C++ parser
         raise ExportError(f"paddle2onnx could not convert {model_file} (opset {opset}): {exc}") from exc
     fix_group_norm_epsilon(path, model_file)
     if simplify:
         simplify_onnx(path)
     return path
+
+
+@contextlib.contextmanager
+def _scratch_working_dir() -> Iterator[None]:
+    """Run the block in a temporary working directory: paddle2onnx's constant folding (Polygraphy)
+    leaves several-MB files named by UUIDs, and a ``sym_shape_infer_temp.onnx``, in the working directory."""
+    previous = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="segkit_onnx_") as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def _program_group_norm_epsilons(model_file: str) -> List[float]:
@@ -151,23 +170,40 @@ def simplify_onnx(path: str) -> Optional[str]:
     return None
 
 
+def _logits_name(graph, output_op: str) -> Tuple[str, bool]:
+    """The graph's logits tensor for an export with ``output_op``, and whether it holds them at the
+    head's resolution: the input of the last ArgMax / Softmax node (the output op), or in an exact
+    fast argmax (``segkit.engine.class_map.exact_argmax``: Gather of the candidate classes, Resize,
+    ArgMax) the logits the candidates are gathered from."""
+    op_type = "ArgMax" if output_op == "argmax" else "Softmax"
+    final = next((node for node in reversed(graph.node) if node.op_type == op_type), None)
+    if final is None:
+        raise ExportError(f"no {op_type} node for output_op {output_op}; cannot read the logits to check.")
+    producer = {name: node for node in graph.node for name in node.output}
+    resize = producer.get(final.input[0])
+    gather = producer.get(resize.input[0]) if resize is not None and resize.op_type == "Resize" else None
+    if output_op == "argmax" and gather is not None and gather.op_type == "Gather":
+        return gather.input[0], True
+    return final.input[0], False
+
+
 def _session_with_logits(path: str, output_op: str):
-    """An ONNX Runtime session whose last output is the logits: with an argmax or softmax output op,
-    the input of the graph's last ArgMax / Softmax node (the output op) is exposed as an extra output."""
+    """An ONNX Runtime session whose last output is the logits (see ``_logits_name``; with the 'none'
+    output op, the graph's output), and whether they are at the head's resolution."""
     import onnx
     import onnxruntime as ort
 
     model = onnx.load(path)
-    graph = model.graph
+    at_head = False
     if output_op != "none":
-        op_type = "ArgMax" if output_op == "argmax" else "Softmax"
-        final = next((node for node in reversed(graph.node) if node.op_type == op_type), None)
-        if final is None:
-            raise ExportError(f"{path}: no {op_type} node for output_op {output_op}; cannot read the logits to check.")
-        graph.output.append(onnx.helper.make_tensor_value_info(final.input[0], onnx.TensorProto.FLOAT, None))
+        try:
+            name, at_head = _logits_name(model.graph, output_op)
+        except ExportError as exc:
+            raise ExportError(f"{path}: {exc}") from exc
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]), at_head
 
 
 def check_sizes(input_shape: Sequence[Optional[int]]) -> List[Tuple[int, int, int, int]]:
@@ -195,14 +231,15 @@ def check_onnx(model: nn.Layer, path: str, input_shape: Sequence[Optional[int]],
     Raises:
         ExportError: the logits differ by more than the tolerance at some size.
     """
-    session = _session_with_logits(path, output_op)
+    session, at_head = _session_with_logits(path, output_op)
     name = session.get_inputs()[0].name
     model.eval()
     rng = np.random.default_rng(seed)
     results = []
     for shape in check_sizes(input_shape):
         x = rng.normal(size=shape).astype("float32")
-        expected = model(paddle.to_tensor(x))
+        with head_resolution(model) if at_head else contextlib.nullcontext():
+            expected = model(paddle.to_tensor(x))
         expected = (expected[0] if isinstance(expected, (list, tuple)) else expected).numpy()
         got = session.run(None, {name: x})[-1]
         if got.shape != expected.shape:
