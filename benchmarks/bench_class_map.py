@@ -10,22 +10,39 @@ region, absent classes clearly lower, noise on all), generated at the head's res
 as SegFormer and HRViT): random-weight models score every class alike, which trained models do not.
 Also printed: the SegFormer-B0 forward at that input size, for scale.
 
-Usage: python benchmarks/bench_class_map.py [--rounds 7] [--threads N]
+With ``--exports``, a second table times the argmax output op of exported programs
+(``tools/export.py --output_op argmax``) on the same logits in each backend (Paddle Inference with
+oneDNN, ONNX Runtime, OpenVINO), alternated per round: ``full`` the former graph (every class resized
+by 4, argmax), ``fast`` ``segkit.engine.class_map.exact_argmax`` (the same class map, checked). The
+program is that output op alone, fed the head-resolution logits; the model before it is the same in
+both (bench_deploy.py times the models).
+
+Usage: python benchmarks/bench_class_map.py [--rounds 7] [--threads N] [--exports]
 """
 
 import argparse
+import os
 import statistics
+import sys
+import tempfile
 import time
 
 import numpy as np
-import paddle
-import paddle.nn.functional as F
 
-import segkit.models  # noqa: F401  (registers the models)
-from segkit import runtime
-from segkit.engine.class_map import candidate_classes, exact_class_map, support_radius
-from segkit.registry import MODELS
-from segkit.transforms import reverse_transform
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import paddle  # noqa: E402
+import paddle.nn.functional as F  # noqa: E402
+
+import segkit.models  # noqa: E402,F401  (registers the models)
+from segkit import runtime  # noqa: E402
+from segkit.engine.backends import RuntimeOptions, create_backend  # noqa: E402
+from segkit.engine.class_map import (candidate_classes, candidate_ids, exact_argmax, exact_class_map,  # noqa: E402
+                                     support_radius)
+from segkit.engine.export import write_deploy_yaml  # noqa: E402
+from segkit.engine.onnx_export import convert_to_onnx  # noqa: E402
+from segkit.registry import MODELS  # noqa: E402
+from segkit.transforms import reverse_transform  # noqa: E402
 
 SETTINGS = [  # name, classes, input (h, w), original (h, w)
     ("ADE20K val (512x512 input, 512x683 image)", 150, (512, 512), (512, 683)),
@@ -56,14 +73,79 @@ def matmul_probe(a):
     return timed(lambda: a @ a)[0]
 
 
+class ArgmaxOutputOp(paddle.nn.Layer):
+    """An export's argmax output op on head-resolution logits [N, K, h, w]: the model's final bilinear
+    resize to (4h, 4w) and the argmax, with every class (``fast=False``) or by ``exact_argmax``. Its one
+    weight (1.0) gives the program the parameters file every export has."""
+
+    def __init__(self, fast: bool):
+        super().__init__()
+        self.fast = fast
+        self.scale = self.create_parameter([1], default_initializer=paddle.nn.initializer.Constant(1.0))
+
+    def forward(self, logits):
+        logits = logits * self.scale
+        size = [logits.shape[2] * 4, logits.shape[3] * 4]
+        if self.fast:
+            return exact_argmax(logits, size, False)
+        full = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return paddle.argmax(full, axis=1, keepdim=True, dtype="int32")
+
+
+def export_output_op(fast: bool, num_classes: int, folder: str) -> str:
+    """Trace ``ArgmaxOutputOp(fast)`` (dynamic h, w) into ``folder`` with its ONNX model; return ``folder``."""
+    spec = [paddle.static.InputSpec([1, num_classes, None, None], "float32", "x")]
+    layer = ArgmaxOutputOp(fast)
+    layer.eval()
+    paddle.jit.save(paddle.jit.to_static(layer, input_spec=spec, full_graph=True), os.path.join(folder, "model"))
+    write_deploy_yaml(folder, [1, num_classes, None, None], "argmax", [])
+    convert_to_onnx(folder)
+    return folder
+
+
+EXPORT_SETTINGS = [  # classes, output (H, W), logits: a scene, or random (every class can win: the worst case)
+    (150, (512, 512), "scene"), (171, (512, 512), "scene"), (19, (1024, 2048), "scene"), (150, (512, 512), "random"),
+]
+
+
+def bench_exports(rng, probe, rounds: int) -> None:
+    """The second table (see the module docstring)."""
+    print("\n| classes, output size, logits | backend | classes resized | full exported argmax (ms) | fast (ms) | "
+          "speed-up | matmul probe (ms) |")
+    print("|---|---|---|---|---|---|---|")
+    for classes, size, kind in EXPORT_SETTINGS:
+        logits = scene_logits(rng, classes, size[0] // 4, size[1] // 4)
+        if kind == "random":
+            logits = paddle.randn(logits.shape)
+        name = f"{classes}, {size[0]}x{size[1]}, {kind}"
+        x = logits.numpy()
+        with tempfile.TemporaryDirectory() as tmp:
+            folders = {fast: export_output_op(fast, classes, os.path.join(tmp, str(fast))) for fast in (False, True)}
+            for backend in ("paddle", "onnxruntime", "openvino"):
+                runs = {fast: create_backend(folder, RuntimeOptions(backend)).run for fast, folder in folders.items()}
+                assert np.array_equal(runs[True](x), runs[False](x))
+                times = {False: [], True: [], "probe": []}
+                for i in range(rounds):
+                    for fast in ((False, True) if i % 2 == 0 else (True, False)):
+                        times[fast].append(timed(lambda: runs[fast](x))[0])
+                    times["probe"].append(matmul_probe(probe))
+                med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                print(f"| {name} | {backend} | {candidate_ids(logits).shape[0]} of {classes} | {med[False]:.0f} | "
+                      f"{med[True]:.0f} | {med[False] / med[True]:.1f}x | {med['probe']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--exports", action="store_true", help="also time the argmax output op of exported programs")
     args = parser.parse_args()
     threads = runtime.set_threads(args.threads)
     rng = np.random.default_rng(0)
     probe = rng.standard_normal((2048, 2048)).astype(np.float32)
+    if args.exports:
+        bench_exports(rng, probe, args.rounds)
+        return
     print(f"threads: {threads}; medians over {args.rounds} alternated rounds\n")
     print("| setting | classes resized | full resize + argmax (ms) | fast (ms) | speed-up | B0 forward (ms) | matmul probe (ms, GFLOP/s) |")
     print("|---|---|---|---|---|---|---|")

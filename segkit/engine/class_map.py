@@ -35,6 +35,14 @@ from paddle import nn
 # Relative rounding allowance per resize: a bilinear value is four float32 products and three
 # sums, each rounded (about 8 ulp of the largest magnitude); 32 ulp leaves a wide margin.
 _ULPS_PER_RESIZE = 32 * float(np.finfo(np.float32).eps)
+# Absolute allowance per resize: kernels may flush subnormal values (below float32's smallest normal) to 0,
+# an error no relative allowance covers when every logit is that small.
+_FLUSH_PER_RESIZE = 16 * float(np.finfo(np.float32).tiny)
+
+
+def _tolerance(peak, radius: int):
+    """The rounding allowance of ``radius`` resizes of values at most ``peak`` in magnitude."""
+    return (peak * _ULPS_PER_RESIZE + _FLUSH_PER_RESIZE) * radius
 
 
 def support_radius(low_size: Sequence[int], stages: Sequence[Tuple[str, Tuple[int, int]]]) -> Optional[int]:
@@ -81,7 +89,7 @@ def candidate_classes(scores: np.ndarray, radius: int) -> np.ndarray:
     peak = float(np.abs(scores).max())
     if not np.isfinite(peak):
         return np.arange(num_classes)
-    tol = peak * _ULPS_PER_RESIZE * radius
+    tol = _tolerance(peak, radius)
     leaders = np.unique(scores.argmax(axis=0))
     threshold = _window_extreme(scores[leaders], radius, np.minimum).max(axis=0) - tol  # [h, w]
     maybe = np.flatnonzero(scores.reshape(num_classes, -1).max(axis=1) >= threshold.min())
@@ -131,40 +139,29 @@ def exact_class_map(
     return ids[winners]
 
 
-def candidate_ids(logits: paddle.Tensor, radius: int = 1) -> paddle.Tensor:
-    """``candidate_classes`` for a batch, in Paddle ops that trace into a static program.
+def candidate_ids(logits: paddle.Tensor) -> paddle.Tensor:
+    """The classes that can win anywhere after one bilinear resize, in Paddle ops that trace into a
+    static program; the candidates of a batch are those of any of its images.
 
-    The candidates of the batch are those of any of its images (each image's class map still only
-    needs its own). The threshold is taken over the classes that reach the maximum at some pixel
-    (ties included), the window extremes by max pooling (whose padding holds no value, like the
-    replicated border).
+    One resize blends, for each output pixel, a block of at most 2x2 adjacent logits, so the windows
+    are those blocks (partial ones along the border, from the pooling's padding, which holds no value):
+    tighter and cheaper than ``candidate_classes``' 3x3 windows. A class can win in block B only if
+    it reaches B's threshold (the best minimum over B of any class, less the rounding allowance) at
+    some pixel of B; so it can win somewhere only if at some pixel it reaches the lowest threshold
+    of the blocks holding that pixel, a single map: no pooling of the K classes but the first.
 
     Args:
-        logits: [N, K, h, w] float32 logits, the start of the chain.
-        radius: as ``support_radius`` returns (at least 1).
+        logits: [N, K, h, w] float32 logits.
 
     Returns:
         [M] int64 ascending class ids; every class when a score is NaN or infinite.
     """
     peak = paddle.max(paddle.abs(logits))
-    unbounded = paddle.logical_not(paddle.isfinite(peak))  # a non-finite score: every class
-    window = 2 * radius + 1
-
-    def among(mask: paddle.Tensor) -> paddle.Tensor:  # ids of the classes set in [K] ``mask``
-        return paddle.nonzero(paddle.logical_or(mask, unbounded)).flatten()
-
-    leaders = among(_any_pixel(logits == paddle.max(logits, axis=1, keepdim=True)))
-    lowest = -nn.functional.max_pool2d(-paddle.gather(logits, leaders, axis=1), window, stride=1, padding=radius)
-    threshold = paddle.max(lowest, axis=1, keepdim=True) - peak * (_ULPS_PER_RESIZE * radius)  # [N, 1, h, w]
-    maybe = among(paddle.max(logits, axis=[0, 2, 3]) >= paddle.min(threshold))
-    upper = nn.functional.max_pool2d(paddle.gather(logits, maybe, axis=1), window, stride=1, padding=radius)
-    # gather + nonzero rather than masked_select: OpenVINO cannot compile the latter's ONNX form (Compress)
-    return paddle.gather(maybe, among(_any_pixel(upper >= threshold)))
-
-
-def _any_pixel(mask: paddle.Tensor) -> paddle.Tensor:
-    """[N, K, h, w] bool -> [K]: set where the class's mask is set at some pixel of some image."""
-    return paddle.any(mask, axis=[0, 2, 3])
+    lowest = -nn.functional.max_pool2d(-logits, 2, stride=1, padding=1)  # [N, K, h+1, w+1]: block minima
+    threshold = paddle.max(lowest, axis=1, keepdim=True) - _tolerance(peak, 1)
+    bar = -nn.functional.max_pool2d(-threshold, 2, stride=1)  # [N, 1, h, w]: over the blocks holding each pixel
+    wins = paddle.any(logits >= bar, axis=[0, 2, 3])
+    return paddle.nonzero(paddle.logical_or(wins, paddle.logical_not(paddle.isfinite(peak)))).flatten()
 
 
 def exact_argmax(logits: paddle.Tensor, size: Sequence, align_corners: bool) -> paddle.Tensor:
