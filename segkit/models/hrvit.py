@@ -13,9 +13,12 @@ What differs from upstream:
   branch's size. The strided depth-wise convs make branch sizes ceil(side / stride), so a token of a
   coarse branch still covers the fine tokens starting at its own position; where upstream runs, the
   crop is a no-op and the results are the same.
-* Tokens stay in a (B, H, W, C) layout inside the blocks, and vertical stripes are computed as
-  horizontal stripes of the transposed map. Attention is permutation-invariant inside a stripe, so
-  this only changes float summation order.
+* Tokens stay in a (B, H, W, C) layout between the parts of a block; inside them the layout suits
+  Paddle's CPU kernels (same function, float summation order aside): the attention works on
+  heads-first (B * heads, H, W, d) maps, with the logits' scale folded into the query weights, and
+  computes vertical stripes as horizontal stripes of the transposed map (attention is
+  permutation-invariant inside a stripe); the depth-wise paths and MixCFN's hidden maps are
+  channels-first, produced and read by transposed matrix products instead of copies.
 * Padded window positions are masked (-100, as upstream) as keys only. Upstream also adds -100 to
   whole rows of padded queries; softmax is shift-invariant and those rows are cropped, so the
   valid outputs are the same. Padding and mask are built from tensor ops, so a static export with
@@ -61,14 +64,31 @@ def _trunc_normal_linears(layer: nn.Layer) -> None:
                 zeros(sub.bias)
 
 
+# Paddle (3.3, CPU) copies a strided view fast when it is a transpose with at most three dimensions of
+# size > 1, and about 15x slower otherwise (four or more, or a size-1 dimension with an odd stride):
+# transposes here are 3-D ones, each copied at once.
+
+
+def swap_middle(x: paddle.Tensor) -> paddle.Tensor:
+    """(B, P, Q, D) -> (B, Q, P, D), contiguous, by 3-D transposes."""
+    b, p, q, d = x.shape
+    if isinstance(b, int) and b == 1:
+        return x.reshape([p, q, d]).transpose([1, 0, 2]).contiguous().reshape([1, q, p, d])
+    x = x.reshape([b, p, q * d]).transpose([0, 2, 1]).contiguous()  # (B, Q * D, P)
+    x = x.reshape([b * q, d, p]).transpose([0, 2, 1]).contiguous()
+    return x.reshape([b, q, p, d])
+
+
 def to_nchw(x: paddle.Tensor) -> paddle.Tensor:
     """(B, H, W, C) tokens -> (B, C, H, W) maps, for convolutions."""
-    return x.transpose([0, 3, 1, 2])
+    b, h, w, c = x.shape
+    return x.reshape([b, h * w, c]).transpose([0, 2, 1]).reshape([b, c, h, w])
 
 
 def to_nhwc(x: paddle.Tensor) -> paddle.Tensor:
     """(B, C, H, W) maps -> (B, H, W, C) tokens, for norms and linears."""
-    return x.transpose([0, 2, 3, 1])
+    b, c, h, w = x.shape
+    return x.reshape([b, c, h * w]).transpose([0, 2, 1]).reshape([b, h, w, c])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,6 +215,45 @@ class PatchEmbed(nn.Layer):
         return self.norm(to_nhwc(self.depthwise(self.pointwise(x))))
 
 
+def _key_mask(h, pad, w, stripe: int, dtype) -> paddle.Tensor:
+    """[n, stripe * W, stripe * W] logit bias: MASK_VALUE for the padded keys (rows >= h), 0 elsewhere.
+
+    Expanded to the logits' trailing shape: Paddle's CPU add broadcasts that layout 4x faster than
+    a [1, n, 1, 1, S] mask.
+    """
+    n = (h + pad) // stripe
+    is_padding = (paddle.arange(h + pad) >= h).astype(dtype).reshape([n, 1, stripe, 1])
+    keys = is_padding.expand([n, 1, stripe, w]).reshape([n, 1, stripe * w]) * MASK_VALUE
+    return keys.expand([n, stripe * w, stripe * w])
+
+
+def _stripe_attention(q: paddle.Tensor, v: paddle.Tensor, stripe: int) -> paddle.Tensor:
+    """Attention inside horizontal stripes of ``stripe`` rows for one head; keys are the values.
+
+    Args:
+        q: queries, already multiplied by the logits' scale, (B, H, W, d); B may hold heads too.
+        v: values, (B, H, W, d).
+        stripe: stripe height in rows.
+
+    Returns:
+        (B, H, W, d).
+    """
+    # Python ints in dygraph; shape tensors for dimensions left dynamic when exporting with to_static.
+    b, h, w, d = q.shape
+    pad = (stripe - h % stripe) % stripe
+    padded = not isinstance(pad, int) or pad > 0  # a traced size may need padding: take that path
+    if padded:
+        zeros = paddle.zeros([b, pad, w, d], dtype=q.dtype)
+        q, v = paddle.concat([q, zeros], axis=1), paddle.concat([v, zeros], axis=1)
+    n = (h + pad) // stripe
+    q, v = q.reshape([b, n, stripe * w, d]), v.reshape([b, n, stripe * w, d])
+    logits = paddle.matmul(q, v, transpose_y=True)
+    if padded:
+        logits = logits + _key_mask(h, pad, w, stripe, logits.dtype)
+    out = paddle.matmul(F.softmax(logits, axis=-1), v).reshape([b, h + pad, w, d])
+    return out[:, :h].contiguous() if padded else out
+
+
 def stripe_attention(
     q: paddle.Tensor, v: paddle.Tensor, stripe: int, num_heads: int, scale: float
 ) -> paddle.Tensor:
@@ -213,31 +272,14 @@ def stripe_attention(
     Returns:
         (B, H, W, C).
     """
-    # Python ints in dygraph; shape tensors for dimensions left dynamic when exporting with to_static.
     b, h, w, c = q.shape
-    pad = (stripe - h % stripe) % stripe
-    padded = not isinstance(pad, int) or pad > 0  # a traced size may need padding: take that path
-    if padded:
-        zeros = paddle.zeros([b, pad, w, c], dtype=q.dtype)
-        q = paddle.concat([q, zeros], axis=1)
-        v = paddle.concat([v, zeros], axis=1)
-    n = (h + pad) // stripe
     d = c // num_heads
 
-    def split(t: paddle.Tensor) -> paddle.Tensor:  # (B, n, heads, stripe * W, d)
-        t = t.reshape([b, n, stripe, w, num_heads, d]).transpose([0, 1, 4, 2, 3, 5])
-        return t.reshape([b, n, num_heads, stripe * w, d])
+    def heads_first(t: paddle.Tensor) -> paddle.Tensor:  # (B * heads, H, W, d)
+        return swap_middle(t.reshape([b, h * w, num_heads, d])).reshape([b * num_heads, h, w, d])
 
-    q, v = split(q), split(v)
-    logits = paddle.matmul(q, v, transpose_y=True) * scale
-    if padded:
-        is_padding = (paddle.arange(h + pad) >= h).astype(logits.dtype).reshape([n, stripe, 1])
-        key_mask = is_padding.expand([n, stripe, w]).reshape([1, n, 1, 1, stripe * w])
-        logits = logits + key_mask * MASK_VALUE
-    out = paddle.matmul(F.softmax(logits, axis=-1), v)
-    out = out.reshape([b, n, num_heads, stripe, w, d]).transpose([0, 1, 3, 4, 2, 5])
-    out = out.reshape([b, n * stripe, w, c])
-    return out[:, :h] if padded else out
+    out = _stripe_attention(heads_first(q * scale), heads_first(v), stripe)
+    return swap_middle(out.reshape([b, num_heads, h * w, d])).reshape([b, h, w, c])
 
 
 class CrossShapedAttention(nn.Layer):
@@ -267,6 +309,10 @@ class CrossShapedAttention(nn.Layer):
         self.heads_per_direction = half // self.head_dim
         self.scale = self.head_dim ** -0.5
         self.qv = nn.Linear(dim, 2 * dim)
+        # The logits' scale applied to the query columns of ``qv`` (not saved with the weights).
+        self.register_buffer(
+            "qv_scale", paddle.to_tensor([self.scale] * dim + [1.0] * dim, dtype="float32"), persistable=False
+        )
         self.local_conv = Conv2D(dim, dim, 3, padding=1, groups=dim)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
@@ -277,18 +323,33 @@ class CrossShapedAttention(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         b, h, w, c = x.shape
-        q, v = paddle.split(self.qv(x), 2, axis=-1)
-        local = to_nhwc(self.local_conv(to_nchw(F.hardswish(v))))
-        q_rows, q_cols = paddle.split(q, 2, axis=-1)
-        v_rows, v_cols = paddle.split(v, 2, axis=-1)
-        rows = stripe_attention(q_rows, v_rows, self.window, self.heads_per_direction, self.scale)
+        heads, d = self.heads_per_direction, self.head_dim
+        # Queries come out of the linear already scaled: the logits need no pass of their own.
+        qv = F.linear(x, self.qv.weight * self.qv_scale, self.qv.bias * self.qv_scale)
+        # Channels (q | v, rows | cols, head, d) -> (B, groups, H * W, d); heads join the batch.
+        # Splits back-propagate as one concat where slices each write a full-size gradient.
+        groups = swap_middle(qv.reshape([b, h * w, 4 * heads, d]))
+        q_rows, q_cols, values = paddle.split(groups, [heads, heads, 2 * heads], axis=1)
+        v_rows, v_cols = paddle.split(values, 2, axis=1)
+
+        def maps(t: paddle.Tensor) -> paddle.Tensor:  # (B * heads, H, W, d)
+            return t.reshape([b * heads, h, w, d])
+
+        def transposed(t: paddle.Tensor) -> paddle.Tensor:  # (B * heads, W, H, d)
+            return swap_middle(maps(t))
+
+        def channels_first(t: paddle.Tensor) -> paddle.Tensor:  # (B, G, H * W, d) -> (B, G * d, H, W)
+            return t.reshape([-1, h * w, d]).transpose([0, 2, 1]).reshape([b, c, h, w])
+
+        rows = _stripe_attention(maps(q_rows), maps(v_rows), self.window)
         # Vertical stripes are horizontal stripes of the transposed map.
-        cols = stripe_attention(
-            q_cols.transpose([0, 2, 1, 3]), v_cols.transpose([0, 2, 1, 3]),
-            self.window, self.heads_per_direction, self.scale,
-        ).transpose([0, 2, 1, 3])
-        out = F.hardswish(paddle.concat([rows, cols], axis=-1) + local)
-        out = self.proj_drop(self.proj(out))
+        cols = swap_middle(_stripe_attention(transposed(q_cols), transposed(v_cols), self.window))
+        attn = paddle.concat([rows.reshape([b, heads, h * w, d]), cols.reshape([b, heads, h * w, d])], axis=1)
+        attn, values = channels_first(attn), channels_first(values)
+        out = F.hardswish(attn + self.local_conv(F.hardswish(values))).reshape([b, c, h * w])
+        # The output linear reads the maps transposed (tokens x channels) without a copy.
+        out = paddle.matmul(out, self.proj.weight, transpose_x=True) + self.proj.bias
+        out = self.proj_drop(out)
         return self.token_bn(out.reshape([-1, c])).reshape([b, h, w, c])
 
 
@@ -317,10 +378,9 @@ class DiversityShortcut(nn.Layer):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         shape = x.shape
-        y = x.reshape(shape[:-1] + [self.k, self.p])
-        y = F.gelu(self.right(y).transpose([0, 1, 2, 4, 3]))  # (..., p, k)
-        y = self.left(y).transpose([0, 1, 2, 4, 3])
-        return y.reshape(shape)
+        # 3-D transposes: Paddle copies 5-D strided views ~20x slower.
+        y = F.gelu(self.right(x.reshape([-1, self.k, self.p])).transpose([0, 2, 1]))  # (tokens, p, k)
+        return self.left(y).transpose([0, 2, 1]).reshape(shape)
 
 
 class MixCFN(nn.Layer):
@@ -335,10 +395,16 @@ class MixCFN(nn.Layer):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        y = to_nchw(self.fc1(x))
-        a, b = paddle.split(y, [self.half, y.shape[1] - self.half], axis=1)
-        y = F.gelu(paddle.concat([self.dw3(a), self.dw5(b)], axis=1))
-        return self.fc2(to_nhwc(y))
+        b, h, w, c = x.shape
+        tokens = x.reshape([b, h * w, c])
+        # Each half of fc1 straight into channel-first maps (B, channels, H * W), W^T x^T, and fc2
+        # reading them transposed: no transposes, splits or concatenations of the wide hidden maps.
+        out = self.fc2.bias
+        for conv, part in ((self.dw3, slice(0, self.half)), (self.dw5, slice(self.half, None))):
+            y = paddle.matmul(self.fc1.weight[:, part], tokens, transpose_x=True, transpose_y=True)
+            y = F.gelu(conv((y + self.fc1.bias[part].reshape([-1, 1])).reshape([b, -1, h, w])))
+            out = out + paddle.matmul(y.reshape([b, -1, h * w]), self.fc2.weight[part], transpose_x=True)
+        return out.reshape([b, h, w, c])
 
 
 class HRViTBlock(nn.Layer):
