@@ -5,7 +5,11 @@ Rows (forward + backward, float32, the compute threads of ``--threads``, default
     against ``segkit.models.layers.add_channel_bias`` (``[N, C, H*W] + [C, 1]``);
   * bilinear resizes: ``F.interpolate`` against ``segkit.models.layers.resize_bilinear`` (two
     matrix products), for RTFormer's 8x logits upsampling (19x64x128 -> 512x1024) and a decoder
-    resize (256x16x16 -> 128x128).
+    resize (256x16x16 -> 128x128);
+  * convolutions: ``F.conv2d`` (Paddle's CPU kernel) against ``segkit.models.layers.conv2d_nchw``
+    (oneDNN, ``segkit.ops``) for the families' shapes: depth-wise 7x7 (HRViT), 5x5 and 1x21 / 21x1
+    strips (SegNeXt), 3x3 (SegFormer's MixFFN), dense 3x3 (RTFormer), SegFormer's 7x7 stride-4 patch
+    embedding, and a 1x1 (which stays on Paddle's kernel, as the check).
 Each round times both and a NumPy 2048^3 float32 matmul probe; the table gives medians, the time
 ratio Paddle / segkit per round (> 1: segkit faster) and the probe's GFLOP/s.
 
@@ -26,7 +30,7 @@ import paddle.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segkit import runtime  # noqa: E402
-from segkit.models.layers import add_channel_bias, resize_bilinear  # noqa: E402
+from segkit.models.layers import add_channel_bias, conv2d_nchw, resize_bilinear  # noqa: E402
 
 PROBE = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
 
@@ -58,6 +62,37 @@ def rows():
         products = lambda t, _, s=size: resize_bilinear(t, s)  # noqa: E731
         x = paddle.randn(shape)
         yield name, forward_backward(kernel, x, None), forward_backward(products, x, None)
+    yield from conv_rows()
+
+
+CONVS = [  # name, input shape, weight shape, stride, padding, groups
+    ("depth-wise 7x7 64x128x128", [1, 64, 128, 128], [64, 1, 7, 7], 1, 3, 64),
+    ("depth-wise 5x5 32x128x128", [1, 32, 128, 128], [32, 1, 5, 5], 1, 2, 32),
+    ("depth-wise 1x21 32x128x128", [1, 32, 128, 128], [32, 1, 1, 21], 1, [0, 10], 32),
+    ("depth-wise 21x1 32x128x128", [1, 32, 128, 128], [32, 1, 21, 1], 1, [10, 0], 32),
+    ("depth-wise 3x3 128x128x128", [1, 128, 128, 128], [128, 1, 3, 3], 1, 1, 128),
+    ("3x3 64 -> 64, 2x64x128x256", [2, 64, 128, 256], [64, 64, 3, 3], 1, 1, 1),
+    ("7x7 stride 4, 3 -> 32, 512x512", [1, 3, 512, 512], [32, 3, 7, 7], 4, 3, 1),
+    ("1x1 256 -> 256, 128x128 (Paddle's kernel both)", [1, 256, 128, 128], [256, 256, 1, 1], 1, 0, 1),
+]
+
+
+def conv_rows():
+    """(name, F.conv2d step, conv2d_nchw step) per convolution shape, with a bias."""
+    for name, shape, weight_shape, stride, padding, groups in CONVS:
+        weight = paddle.randn(weight_shape) * 0.1
+        bias = paddle.randn(weight_shape[:1])
+        for p in (weight, bias):
+            p.stop_gradient = False
+
+        def paddles(x, _, w=weight, b=bias, s=stride, p=padding, g=groups):
+            return F.conv2d(x, w, b, stride=s, padding=p, groups=g)
+
+        def segkits(x, _, w=weight, b=bias, s=stride, p=padding, g=groups):
+            return conv2d_nchw(x, w, b, stride=s, padding=p, groups=g)
+
+        x = paddle.randn(shape)
+        yield f"conv {name}", forward_backward(paddles, x, None), forward_backward(segkits, x, None)
 
 
 def timed(fn: Callable[[], None]) -> float:

@@ -23,7 +23,7 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
-from segkit.models.layers import kernel_resizes
+from segkit.models.layers import paddle_kernels
 
 _CONV_LAYERS = (nn.Conv1D, nn.Conv2D, nn.Conv3D, nn.Conv2DTranspose)
 _COUNTED_LAYERS = _CONV_LAYERS + (nn.Linear,)
@@ -198,7 +198,7 @@ def count_macs(model: nn.Layer, input_shape: Sequence[int]) -> Complexity:
     model.eval()
     counter = _Counter(model)
     try:
-        with _patched(counter), kernel_resizes():
+        with _patched(counter), paddle_kernels():
             model(paddle.zeros([int(s) for s in input_shape], dtype="float32"))
     finally:
         counter.remove()

@@ -1,11 +1,23 @@
 """Helpers shared by the test files (import them; do not copy them)."""
 
+import contextlib
 import json
 import os
 
 import numpy as np
 
+from segkit.models.layers import paddle_kernels
 from segkit.weights import WeightsSpec, apply_weights
+
+# Parity tests run twice: on Paddle's own kernels, where segkit and PaddleSeg compute the same sums in
+# the same order (strict tolerances), and on segkit's oneDNN convolutions, which sum in another order
+# (float32 rounding grows through a deep network: tolerances relative to the values' scale).
+KERNELS = ("paddle", "onednn")
+
+
+def kernels(name: str):
+    """The context for one of KERNELS: Paddle's own kernels, or segkit's CPU rewrites (the default)."""
+    return paddle_kernels() if name == "paddle" else contextlib.nullcontext()
 
 
 def train_log(save_dir) -> list:

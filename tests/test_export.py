@@ -13,6 +13,9 @@ from segkit.engine.export import ExportError, check_input_shape, export_model
 from segkit.models.rtformer import rtformer_slim
 from paddleseg.models.rtformer import RTFormer as PaddleSegRTFormer  # oracle, test-only
 
+# The exported program runs Paddle's convolutions, dygraph segkit's oneDNN ones (segkit.ops): they
+# agree to float32 rounding, relative to the logits' scale.
+ROUNDING = 5e-5
 
 
 def load_cli():
@@ -45,8 +48,9 @@ def test_rtformer_exports_with_dynamic_batch_and_matches_dygraph(slim, tmp_path)
         x = rng.normal(size=(batch, 3, 64, 96)).astype("float32")
         expected = slim(paddle.to_tensor(x)).numpy()
         assert expected.shape == (batch, 4, 64, 96)
-        np.testing.assert_allclose(run_predictor(pred, x), expected, atol=1e-4)
-        np.testing.assert_allclose(loaded(paddle.to_tensor(x)).numpy(), expected, atol=1e-4)
+        tolerance = ROUNDING * np.abs(expected).max()
+        np.testing.assert_allclose(run_predictor(pred, x), expected, rtol=0, atol=tolerance)
+        np.testing.assert_allclose(loaded(paddle.to_tensor(x)).numpy(), expected, rtol=0, atol=tolerance)
 
 
 def test_dynamic_image_size_and_argmax_output(slim, tmp_path):
@@ -87,7 +91,9 @@ def test_cli_exports_from_a_config_and_weights(slim, tmp_path, capsys):
                             "--input_shape", "-1", "3", "64", "64", "--output_op", "none"])
     assert code == 0
     x = np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype("float32")
-    np.testing.assert_allclose(run_predictor(paddle_predictor(save_dir), x), slim(paddle.to_tensor(x)).numpy(), atol=1e-4)
+    expected = slim(paddle.to_tensor(x)).numpy()
+    np.testing.assert_allclose(run_predictor(paddle_predictor(save_dir), x), expected, rtol=0,
+                               atol=ROUNDING * np.abs(expected).max())
 
     with pytest.raises(SystemExit) as bad:  # through the tools' one error handler, as `python tools/export.py` runs
         export_cli.run_cli(lambda: export_cli.main(["--config", str(config), "--save_dir", save_dir,

@@ -5,7 +5,11 @@ import paddle
 import pytest
 from paddle import nn
 
-from segkit.models.layers import Conv2D, _bilinear_matrix, add_channel_bias, resize_bilinear, scale_channels
+from segkit import ops
+from segkit.models.layers import (Conv2D, _bilinear_matrix, add_channel_bias, paddle_kernels, resize_bilinear,
+                                 scale_channels)
+
+ONEDNN_CONV2D = ops.conv2d
 
 
 def _run(layer: nn.Layer, x: paddle.Tensor):
@@ -19,25 +23,58 @@ def _run(layer: nn.Layer, x: paddle.Tensor):
     return out.numpy(), grads
 
 
-@pytest.mark.parametrize("kwargs", [
+CONV_CASES = [
     dict(kernel_size=3, padding=1),
     dict(kernel_size=3, stride=2, padding=1, bias_attr=False),
     dict(kernel_size=(1, 7), padding=(0, 3), groups=8),
     dict(kernel_size=1),
     dict(kernel_size=3, padding="same", dilation=2, groups=2),
-])
-def test_conv2d_matches_paddle_bit_for_bit(kwargs):
-    """Same parameter names, and the same output and gradients to the bit, as paddle.nn.Conv2D."""
+]
+
+
+def _conv_pair(kwargs, channels=8):
+    """segkit's Conv2D and paddle.nn.Conv2D with the same parameters."""
     paddle.seed(0)
-    ours = Conv2D(8, 8, **kwargs)
-    theirs = nn.Conv2D(8, 8, **kwargs)
+    ours = Conv2D(channels, channels, **kwargs)
+    theirs = nn.Conv2D(channels, channels, **kwargs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     theirs.set_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("kwargs", CONV_CASES)
+def test_conv2d_on_paddles_kernel_matches_paddle_bit_for_bit(kwargs):
+    """With Paddle's convolution (oneDNN off), the same output and gradients to the bit as
+    paddle.nn.Conv2D: only the bias is added in another layout."""
+    ours, theirs = _conv_pair(kwargs)
     x = paddle.randn([2, 8, 11, 14])
-    (out, grads), (ref, ref_grads) = _run(ours, x), _run(theirs, x)
+    with paddle_kernels():
+        (out, grads) = _run(ours, x)
+    ref, ref_grads = _run(theirs, x)
     np.testing.assert_array_equal(out, ref)
     for got, want in zip(grads, ref_grads):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kwargs", CONV_CASES[:3] + [
+    dict(kernel_size=7, padding=3, groups=16),  # HRViT's depth-wise 7x7
+    dict(kernel_size=(21, 1), padding=(10, 0), groups=16),  # SegNeXt's strips
+    dict(kernel_size=3, padding=2, dilation=2, groups=4),
+    dict(kernel_size=7, stride=4, padding=3),  # SegFormer's first patch embedding
+    dict(kernel_size=2, stride=2),  # SegFormer's attention reduction
+    dict(kernel_size=1, stride=2),
+])
+def test_conv2d_by_onednn_matches_paddle(kwargs, monkeypatch):
+    """Through oneDNN (segkit.ops): output and gradients equal Paddle's to float rounding."""
+    assert ops.available(), "the oneDNN operator must build here (g++, pip install --no-deps onednn-devel)"
+    calls = []
+    monkeypatch.setattr(ops, "conv2d", lambda *args: calls.append(1) or ONEDNN_CONV2D(*args))
+    ours, theirs = _conv_pair(kwargs, channels=16)
+    x = paddle.randn([2, 16, 23, 30])
+    (out, grads), (ref, ref_grads) = _run(ours, x), _run(theirs, x)
+    assert calls, "the oneDNN operator did not run"
+    for got, want in zip([out] + grads, [ref] + ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_per_channel_ops_equal_broadcasting():

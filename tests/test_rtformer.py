@@ -9,7 +9,7 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import randomise_state, with_pretrained
+from helpers import KERNELS, kernels, randomise_state, with_pretrained
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.rtformer import RTFormer, remap_rtformer_key, rtformer_base, rtformer_slim
@@ -65,42 +65,54 @@ def max_diff(a: paddle.Tensor, b: paddle.Tensor) -> float:
     ],
     ids=["slim", "slim-ade20k", "base"],
 )
-def test_logits_match_paddleseg_in_eval_and_training(tmp_path, variant, shapes):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_logits_match_paddleseg_in_eval_and_training(tmp_path, variant, shapes, kernel):
     oracle, ours = oracle_and_segkit(tmp_path, seed=len(shapes), **variant)
     rng = np.random.default_rng(1)
     for batch, height, width in shapes:
         x = paddle.to_tensor(rng.normal(size=(batch, 3, height, width)).astype("float32"))
         oracle.eval(), ours.eval()
-        expected, got = oracle(x)[0], ours(x)
+        with kernels(kernel):
+            expected, got = oracle(x)[0], ours(x)
         assert got.shape == [batch, 19, height, width]
-        assert max_diff(expected, got) <= 1e-4
-        assert float(expected.abs().max()) > 1.0  # the comparison is not between near-zero maps
+        scale = float(expected.abs().max())
+        assert scale > 1.0  # the comparison is not between near-zero maps
+        assert max_diff(expected, got) <= (1e-4 if kernel == "paddle" else 5e-5 * scale)
 
         oracle.train(), ours.train()
-        expected, got = oracle(x), ours(x)
+        with kernels(kernel):
+            expected, got = oracle(x), ours(x)
         assert len(got) == 2 == ours.num_outputs
         for e, g in zip(expected, got):
-            assert max_diff(e, g) <= 1e-4
+            assert max_diff(e, g) <= (1e-4 if kernel == "paddle" else 5e-5 * float(e.abs().max()))
 
 
-def test_training_updates_running_stats_and_gradients_like_paddleseg(tmp_path):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_training_updates_running_stats_and_gradients_like_paddleseg(tmp_path, kernel):
     oracle, ours = oracle_and_segkit(tmp_path, seed=3, **SLIM)
     x = paddle.to_tensor(np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype("float32"))
     oracle.train(), ours.train()
     for model in (oracle, ours):
-        main, aux = model(x)
-        (main.square().mean() + aux.mean()).backward()
+        with kernels(kernel):
+            main, aux = model(x)
+            (main.square().mean() + aux.mean()).backward()
 
     own_state = ours.state_dict()
+    stats_atol = 1e-5 if kernel == "paddle" else 1e-4  # a batch mean of a conv output sums in another order
     for name, tensor in oracle.state_dict().items():  # BN momentum 0.1: running stats after one step
-        np.testing.assert_allclose(own_state[remap_rtformer_key(name)].numpy(), tensor.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(own_state[remap_rtformer_key(name)].numpy(), tensor.numpy(), rtol=1e-4,
+                                   atol=stats_atol)
     own_params = dict(ours.named_parameters())
-    for name, param in oracle.named_parameters():
-        if param.stop_gradient:  # BatchNorm running statistics, compared above
-            continue
+    trained = [(name, param) for name, param in oracle.named_parameters() if not param.stop_gradient]
+    # Biases before a BatchNorm have gradients of pure rounding noise (the norm removes the mean): on
+    # oneDNN, whose noise differs, they are compared on the scale of the model's largest gradient.
+    floor = 1e-8 if kernel == "paddle" else 1e-3 * max(float(np.abs(p.grad.numpy()).max()) for _, p in trained)
+    for name, param in trained:
         mine = own_params[remap_rtformer_key(name)]
-        scale = float(np.abs(param.grad.numpy()).max()) + 1e-8
-        assert float(np.abs(mine.grad.numpy() - param.grad.numpy()).max()) <= 1e-3 * scale, name
+        scale = max(float(np.abs(param.grad.numpy()).max()), floor)
+        # oneDNN's rounding differences grow through the training-mode BatchNorms' batch statistics
+        rtol = 1e-3 if kernel == "paddle" else 5e-3
+        assert float(np.abs(mine.grad.numpy() - param.grad.numpy()).max()) <= rtol * scale, name
         # learning-rate multipliers (lr_mult 10 on DAPPM and heads) as upstream
         assert mine.optimize_attr["learning_rate"] == param.optimize_attr["learning_rate"], name
 

@@ -9,6 +9,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from segkit import ops
+
 
 def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
     """Stochastic depth: zero whole samples of a residual branch with probability ``rate``.
@@ -48,16 +50,70 @@ def scale_channels(x: paddle.Tensor, scale: paddle.Tensor) -> paddle.Tensor:
     return _per_channel(x, scale, paddle.multiply)
 
 
+_SEGKIT_KERNELS = [True]  # segkit's CPU rewrites on (switched off by paddle_kernels)
+
+
+@contextlib.contextmanager
+def paddle_kernels() -> Iterator[None]:
+    """Inside the block, Paddle's own kernels run: ``resize_bilinear`` calls Paddle's resize, never
+    matrix products, and ``conv2d_nchw`` Paddle's convolution, never oneDNN. For
+    ``segkit.complexity``, which counts ``F.conv2d`` calls and leaves resizes out as the papers do,
+    and for tests comparing the two."""
+    _SEGKIT_KERNELS[0] = False
+    try:
+        yield
+    finally:
+        _SEGKIT_KERNELS[0] = True
+
+
+def _segkit_kernels_apply(x: paddle.Tensor) -> bool:
+    """Whether segkit's CPU rewrites of Paddle's kernels may run on ``x``: dygraph, float32 on the CPU,
+    no mixed precision, and not inside ``paddle_kernels()``."""
+    tracer = paddle.base.framework._dygraph_tracer()
+    return (_SEGKIT_KERNELS[0] and paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place()
+            and tracer._amp_level == paddle.base.core.AmpLevel.O0)
+
+
+def _symmetric_padding(padding) -> Optional[list]:
+    """``[pad_h, pad_w]`` from a conv's integer padding, or None for string or asymmetric padding."""
+    if isinstance(padding, int):
+        return [padding, padding]
+    if isinstance(padding, str) or not all(isinstance(p, int) for p in padding):
+        return None
+    padding = list(padding)
+    if len(padding) == 4 and padding[0::2] == padding[1::2]:  # [top, bottom, left, right]
+        return padding[0::2]
+    return padding if len(padding) == 2 else None
+
+
+def conv2d_nchw(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor] = None,
+                stride: Union[int, Sequence[int]] = 1, padding: Union[int, Sequence[int]] = 0,
+                dilation: Union[int, Sequence[int]] = 1, groups: int = 1) -> paddle.Tensor:
+    """``F.conv2d`` on NCHW: by oneDNN in dygraph on the CPU (``segkit.ops``), else Paddle's convolution
+    with the bias added by ``add_channel_bias``. Values agree to float rounding (oneDNN sums in
+    another order: relative differences of 1e-7 to 1e-6).
+
+    1x1 convolutions with stride 1 stay on Paddle's: they are one GEMM there on the NCHW data, while
+    oneDNN reorders the data into its own layout and back (forward + backward of a 1x1 convolution
+    256 -> 256 channels on 128x128: 154 ms against 186).
+    """
+    pads = _symmetric_padding(padding)
+    pointwise = weight.shape[2:] == [1, 1] and stride in (1, [1, 1], (1, 1))  # a GEMM: Paddle's is faster
+    if pads is not None and not pointwise and x.ndim == 4 and _segkit_kernels_apply(x) and ops.available():
+        return ops.conv2d(x, weight, bias, stride, pads, dilation, groups)
+    out = nn.functional.conv2d(x, weight, None, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return out if bias is None else add_channel_bias(out, bias)
+
+
 class Conv2D(nn.Conv2D):
-    """``paddle.nn.Conv2D`` that adds its bias with ``add_channel_bias``: same parameters, names and
-    values (checkpoints load unchanged), same output, a faster forward and backward on the CPU."""
+    """``paddle.nn.Conv2D`` computed by ``conv2d_nchw``: same parameters, names and values (checkpoints
+    load unchanged), the same output to float rounding, a faster forward and backward on the CPU."""
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.bias is None or self._data_format != "NCHW" or self._padding_mode != "zeros":
+        if self._data_format != "NCHW" or self._padding_mode != "zeros":
             return super().forward(x)
-        out = nn.functional.conv2d(x, self.weight, None, stride=self._stride, padding=self._padding,
-                                   dilation=self._dilation, groups=self._groups)
-        return add_channel_bias(out, self.bias)
+        return conv2d_nchw(x, self.weight, self.bias, stride=self._stride, padding=self._padding,
+                           dilation=self._dilation, groups=self._groups)
 
 
 # ``conv2d(..., std=FAN_OUT)``: weights from Normal(0, sqrt(2 / fan_out)), as mmseg and the official
@@ -122,20 +178,6 @@ def _bilinear_matrix(n_in: int, n_out: int, align_corners: bool, rows: bool) -> 
     return matrix
 
 
-_MATRIX_RESIZES = [True]  # resize_bilinear may use matrix products (switched off by kernel_resizes)
-
-
-@contextlib.contextmanager
-def kernel_resizes() -> Iterator[None]:
-    """Inside the block, ``resize_bilinear`` calls Paddle's resize kernel, never matrix products: for
-    ``segkit.complexity``, whose MAC counts leave resizes out as the papers do."""
-    _MATRIX_RESIZES[0] = False
-    try:
-        yield
-    finally:
-        _MATRIX_RESIZES[0] = True
-
-
 def resize_bilinear(x: paddle.Tensor, size: Union[Sequence[int], paddle.Tensor],
                     align_corners: bool = False) -> paddle.Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=...)`` for NCHW float32 ``x``.
@@ -149,9 +191,7 @@ def resize_bilinear(x: paddle.Tensor, size: Union[Sequence[int], paddle.Tensor],
     2e-7 off, the kernel 6e-6). Elsewhere (GPU, traced programs, mixed precision, other dtypes)
     Paddle's kernel is used.
     """
-    tracer = paddle.base.framework._dygraph_tracer()
-    if (not _MATRIX_RESIZES[0] or not paddle.in_dynamic_mode() or x.ndim != 4 or x.dtype != paddle.float32
-            or not x.place.is_cpu_place() or tracer._amp_level != paddle.base.core.AmpLevel.O0):
+    if x.ndim != 4 or not _segkit_kernels_apply(x):
         return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
     height, width = (int(s) for s in (size.tolist() if isinstance(size, paddle.Tensor) else size))
     rows = paddle.to_tensor(_bilinear_matrix(x.shape[2], height, align_corners, rows=True))

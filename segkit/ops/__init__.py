@@ -1,0 +1,156 @@
+"""Compiled operators for Paddle's dygraph on the CPU: convolutions by oneDNN.
+
+Paddle 3.3's dygraph computes a CPU convolution as an im2col copy and a GEMM per group, and its
+oneDNN kernels never run there (they do in exported programs, see ``segkit.engine.backends``). A
+depth-wise 7x7 convolution on 1x64x128x128 took 72 ms forward against oneDNN's 2.6 ms, a dense 3x3 on
+2x64x128x256 150 ms against 21 ms (``benchmarks/bench_layers.py``). ``conv2d`` calls oneDNN, the
+library Paddle ships in ``paddle/libs``, through a small C++ operator (``onednn_conv.cc``, forward
+and gradient) compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``, the
+first time a convolution runs (about 15 s; cached in ``~/.cache/segkit/ops``, or under
+``$SEGKIT_CACHE_DIR``). Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves
+out: ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
+
+``SEGKIT_ONEDNN=0`` switches it off. Where it cannot be built, one warning line says why and
+Paddle's convolution runs; callers fall back to Paddle's convolution themselves elsewhere (traced
+programs, GPU tensors, other dtypes, mixed precision), see ``segkit.models.layers.conv2d_nchw``.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+from typing import Iterator, List, Optional, Sequence
+
+import paddle
+from paddle import _C_ops
+from paddle.utils.cpp_extension.extension_utils import load_op_meta_info_and_register_op
+
+from segkit.logger import logger
+
+_OP = "segkit_conv2d"
+_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onednn_conv.cc")
+_HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
+_state = {"loaded": None}  # None: not tried yet in this process
+
+
+def _library_in(build_dir: str) -> str:
+    """The shared library Paddle's builder writes into ``build_dir``."""
+    return os.path.join(build_dir, "segkit_onednn", "segkit_onednn.so")
+
+
+class Unavailable(Exception):
+    """The operator cannot be built or loaded here (the message says why and how to fix it)."""
+
+
+def cache_root() -> str:
+    """Where segkit keeps what it builds: ``$SEGKIT_CACHE_DIR``, else ``~/.cache/segkit``."""
+    return os.environ.get("SEGKIT_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "segkit")
+
+
+def _header_dir() -> str:
+    """The include folder holding ``oneapi/dnnl/dnnl.hpp`` (``$SEGKIT_ONEDNN_INCLUDE`` first)."""
+    candidates = [os.environ.get("SEGKIT_ONEDNN_INCLUDE"), os.path.join(sysconfig.get_paths()["data"], "include"),
+                  os.path.join(sys.base_prefix, "include"), os.path.join(site.getuserbase(), "include")]
+    for folder in candidates:
+        if folder and os.path.isfile(os.path.join(folder, "oneapi", "dnnl", "dnnl.hpp")):
+            return folder
+    raise Unavailable(f"oneDNN's C++ headers (oneapi/dnnl/dnnl.hpp) were not found; install them with `{_HEADERS_HINT}`")
+
+
+def _paddle_libs() -> str:
+    """Paddle's folder of shared libraries, which holds the oneDNN the operator links against."""
+    folder = os.path.join(os.path.dirname(paddle.__file__), "libs")
+    if not os.path.isfile(os.path.join(folder, "libdnnl.so.3")):
+        raise Unavailable(f"this Paddle build ships no oneDNN ({folder}/libdnnl.so.3 is missing)")
+    return folder
+
+
+def _build_dir() -> str:
+    """The cache folder of this source, Paddle build and header folder."""
+    digest = hashlib.sha256()
+    with open(_SOURCE, "rb") as f:
+        digest.update(f.read())
+    digest.update(f"{paddle.__version__} {paddle.version.commit} {_header_dir()} {sys.version}".encode())
+    return os.path.join(cache_root(), "ops", "onednn-" + digest.hexdigest()[:16])
+
+
+def _compile(build_dir: str) -> None:
+    """Build the operator into ``build_dir`` (in a child process: Paddle's builder prints and registers
+    what it builds; a half-built folder is never left under the final name)."""
+    libs, include = _paddle_libs(), _header_dir()
+    staging = f"{build_dir}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    script = ("import sys\nfrom paddle.utils.cpp_extension import load\n"
+              "load(name='segkit_onednn', sources=[sys.argv[1]], build_directory=sys.argv[2], "
+              "extra_include_paths=[sys.argv[3]], extra_cxx_cflags=['-O2'], "
+              "extra_ldflags=['-L' + sys.argv[4], '-l:libdnnl.so.3', '-Wl,-rpath,' + sys.argv[4]])\n")
+    log = os.path.join(staging, "build.log")
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-c", script, _SOURCE, staging, include, libs],
+                              stdout=out, stderr=subprocess.STDOUT, timeout=600)
+    if done.returncode != 0 or not os.path.isfile(_library_in(staging)):
+        failed = f"{build_dir}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        os.replace(staging, failed)
+        raise Unavailable(f"building the operator failed (g++ and {_HEADERS_HINT} are needed); "
+                          f"the compiler's output is in {failed}/build.log")
+    os.replace(staging, build_dir)
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """An exclusive lock on ``path`` across processes (two ranks starting together build once)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _load() -> None:
+    """Build the operator unless cached, then register it with Paddle."""
+    build_dir = _build_dir()
+    library = _library_in(build_dir)
+    try:
+        with _locked(build_dir + ".lock"):
+            if not os.path.isfile(library):
+                _compile(build_dir)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise Unavailable(f"building the operator in {os.path.dirname(build_dir)} failed: {error}") from error
+    if _OP not in load_op_meta_info_and_register_op(library):
+        raise Unavailable(f"{library} does not define {_OP}")
+
+
+def available() -> bool:
+    """Whether oneDNN convolutions run in this process (built and loaded on the first call)."""
+    if _state["loaded"] is None:
+        _state["loaded"] = False
+        if os.environ.get("SEGKIT_ONEDNN", "1") != "0":
+            try:
+                _load()
+                _state["loaded"] = True
+            except Unavailable as reason:
+                logger.warning(f"oneDNN convolutions are off: {reason}. Paddle's own CPU convolution runs "
+                               "instead (several times slower); SEGKIT_ONEDNN=0 silences this.")
+    return _state["loaded"]
+
+
+def _pair(value) -> List[int]:
+    return [int(value)] * 2 if isinstance(value, int) else [int(v) for v in value]
+
+
+def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor], stride: Sequence[int],
+           padding: Sequence[int], dilation: Sequence[int], groups: int) -> paddle.Tensor:
+    """``F.conv2d`` (NCHW, float32, CPU, symmetric integer padding) by oneDNN; ``available()`` must hold."""
+    no_bias = paddle.empty([0], dtype="float32")
+    (out,) = _C_ops._run_custom_op(_OP, x, weight, no_bias if bias is None else bias, _pair(stride),
+                                   _pair(padding), _pair(dilation), int(groups))
+    return out

@@ -1,0 +1,223 @@
+// segkit's 2-D convolution for Paddle's dygraph on the CPU, computed by oneDNN (the library Paddle
+// itself ships in paddle/libs and uses for its inference programs, but not in dygraph).
+//
+// Operator segkit_conv2d(X, W, B) -> Out, NCHW float32, with a gradient operator. Weights are
+// Paddle's [O, I / groups, KH, KW]; B is the bias, or a tensor of zero elements for none. Padding is
+// symmetric. Primitives are created once per geometry and kept; oneDNN chooses its own memory
+// layouts and the data is reordered into them and back.
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "paddle/extension.h"
+
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+using Tag = memory::format_tag;
+using Ints = std::vector<int>;
+
+constexpr size_t kMaxCachedGeometries = 512;
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::stream& cpu_stream() {
+  thread_local dnnl::stream stream(cpu_engine());
+  return stream;
+}
+
+memory::desc any_layout(const Dims& dims) { return memory::desc(dims, memory::data_type::f32, Tag::any); }
+
+memory::desc plain_layout(const Dims& dims, Tag tag) { return memory::desc(dims, memory::data_type::f32, tag); }
+
+// The shapes of one convolution in oneDNN's terms, and a key naming them.
+//
+// A depth-wise 1xK convolution is given to oneDNN as the Kx1 convolution of the transposed map (H and
+// W swapped in every shape, the data described with the strides of Paddle's layout, so the reorder
+// into oneDNN's layout transposes for free): oneDNN 3.6 has its fast depth-wise kernels for Kx1 in
+// all three directions, but computes 1x21 forward and 1xK weight gradients by im2col and GEMM.
+struct Geometry {
+  Dims src, weights, bias, dst, strides, dilates, padding;
+  Dims out_shape;  // Paddle's [N, O, OH, OW]
+  Tag weights_tag, data_tag;
+  bool has_bias;
+  std::string key;
+
+  Geometry(const std::vector<int64_t>& x, const std::vector<int64_t>& w, int64_t bias_size, const Ints& stride,
+           const Ints& pad, const Ints& dilation, int groups) {
+    const int64_t out_h = (x[2] + 2 * pad[0] - dilation[0] * (w[2] - 1) - 1) / stride[0] + 1;
+    const int64_t out_w = (x[3] + 2 * pad[1] - dilation[1] * (w[3] - 1) - 1) / stride[1] + 1;
+    const bool transposed = groups > 1 && groups == x[1] && w[2] == 1 && w[3] > 1;
+    const int h = transposed ? 1 : 0, v = 1 - h;  // the axes oneDNN sees as height and width
+    data_tag = transposed ? Tag::abdc : Tag::nchw;
+    src = {x[0], x[1], x[2 + h], x[2 + v]};
+    dst = {x[0], w[0], h ? out_w : out_h, h ? out_h : out_w};
+    out_shape = {x[0], w[0], out_h, out_w};
+    has_bias = bias_size > 0;
+    bias = {w[0]};
+    if (groups == 1) {
+      weights = {w[0], w[1], w[2], w[3]};
+      weights_tag = Tag::oihw;
+    } else {  // Paddle's [O, I / G, KH, KW] buffer, read as goihw (with KH and KW swapped when transposed:
+              // one of them is 1, so the strides are the same)
+      weights = {groups, w[0] / groups, w[1], w[2 + h], w[2 + v]};
+      weights_tag = Tag::goihw;
+    }
+    strides = {stride[h], stride[v]};
+    dilates = {dilation[h] - 1, dilation[v] - 1};  // oneDNN counts the gaps
+    padding = {pad[h], pad[v]};
+    for (const Dims& part : {src, weights, strides, dilates, padding}) {
+      for (int64_t d : part) key += std::to_string(d) + ",";
+      key += ";";
+    }
+    key += has_bias ? "b" : "-";
+    key += transposed ? "t" : "";
+  }
+
+  memory::desc bias_desc() const { return has_bias ? plain_layout(bias, Tag::x) : memory::desc(); }
+};
+
+// The primitives of one geometry: the forward at once, the two backward ones when first needed.
+struct Primitives {
+  dnnl::convolution_forward::primitive_desc forward_pd;
+  dnnl::convolution_forward forward;
+  std::unique_ptr<dnnl::convolution_backward_data::primitive_desc> data_pd;
+  std::unique_ptr<dnnl::convolution_backward_data> data;
+  std::unique_ptr<dnnl::convolution_backward_weights::primitive_desc> weights_pd;
+  std::unique_ptr<dnnl::convolution_backward_weights> weights;
+
+  explicit Primitives(const Geometry& g)
+      : forward_pd(cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                   any_layout(g.src), any_layout(g.weights), g.bias_desc(), any_layout(g.dst), g.strides, g.dilates,
+                   g.padding, g.padding),
+        forward(forward_pd) {}
+
+  void make_backward(const Geometry& g) {
+    if (data) return;
+    data_pd.reset(new dnnl::convolution_backward_data::primitive_desc(
+        cpu_engine(), dnnl::algorithm::convolution_direct, any_layout(g.src), any_layout(g.weights),
+        any_layout(g.dst), g.strides, g.dilates, g.padding, g.padding, forward_pd));
+    data.reset(new dnnl::convolution_backward_data(*data_pd));
+    weights_pd.reset(new dnnl::convolution_backward_weights::primitive_desc(
+        cpu_engine(), dnnl::algorithm::convolution_direct, any_layout(g.src), any_layout(g.weights), g.bias_desc(),
+        any_layout(g.dst), g.strides, g.dilates, g.padding, g.padding, forward_pd));
+    weights.reset(new dnnl::convolution_backward_weights(*weights_pd));
+  }
+};
+
+std::mutex cache_mutex;
+
+Primitives& primitives(const Geometry& g, bool backward) {
+  static std::unordered_map<std::string, std::unique_ptr<Primitives>> cache;
+  std::lock_guard<std::mutex> lock(cache_mutex);
+  auto found = cache.find(g.key);
+  if (found == cache.end()) {
+    if (cache.size() >= kMaxCachedGeometries) cache.clear();  // e.g. whole images of many sizes
+    found = cache.emplace(g.key, std::unique_ptr<Primitives>(new Primitives(g))).first;
+  }
+  if (backward) found->second->make_backward(g);
+  return *found->second;
+}
+
+// A tensor's buffer as oneDNN memory in Paddle's plain layout.
+memory wrap(const Dims& dims, Tag tag, const paddle::Tensor& t) {
+  return memory(plain_layout(dims, tag), cpu_engine(), const_cast<float*>(t.data<float>()));
+}
+
+// ``user`` in the layout a primitive wants: the same buffer, or a reordered copy.
+memory as_layout(const memory::desc& wanted, const memory& user) {
+  if (wanted == user.get_desc()) return user;
+  memory copy(wanted, cpu_engine());
+  dnnl::reorder(user, copy).execute(cpu_stream(), const_cast<memory&>(user), copy);
+  return copy;
+}
+
+// Memory for a primitive's output: the user's buffer when the layouts agree, else a scratch buffer.
+memory output_for(const memory::desc& wanted, const memory& user) {
+  return wanted == user.get_desc() ? user : memory(wanted, cpu_engine());
+}
+
+void copy_back(const memory& produced, memory& user) {
+  if (produced.get_desc() == user.get_desc()) return;
+  dnnl::reorder(produced, user).execute(cpu_stream(), const_cast<memory&>(produced), user);
+}
+
+void check_inputs(const paddle::Tensor& x, const paddle::Tensor& w) {
+  PD_CHECK(x.is_cpu() && w.is_cpu(), "segkit_conv2d: CPU tensors only");
+  PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && w.dtype() == paddle::DataType::FLOAT32,
+           "segkit_conv2d: float32 only");
+  PD_CHECK(x.shape().size() == 4 && w.shape().size() == 4, "segkit_conv2d: NCHW input and OIHW weights");
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+                                        const Ints& strides, const Ints& paddings, const Ints& dilations,
+                                        int groups) {
+  check_inputs(x, w);
+  const Geometry g(x.shape(), w.shape(), b.numel(), strides, paddings, dilations, groups);
+  Primitives& p = primitives(g, false);
+  paddle::Tensor out = paddle::empty(g.out_shape, paddle::DataType::FLOAT32, x.place());
+  memory user_dst = wrap(g.dst, g.data_tag, out);
+  memory dst = output_for(p.forward_pd.dst_desc(), user_dst);
+  std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, as_layout(p.forward_pd.src_desc(), wrap(g.src, g.data_tag, x))},
+      {DNNL_ARG_WEIGHTS, as_layout(p.forward_pd.weights_desc(), wrap(g.weights, g.weights_tag, w))},
+      {DNNL_ARG_DST, dst}};
+  if (g.has_bias) args[DNNL_ARG_BIAS] = wrap(g.bias, Tag::x, b);
+  p.forward.execute(cpu_stream(), args);
+  copy_back(dst, user_dst);
+  cpu_stream().wait();
+  return {out};
+}
+
+std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+                                         const paddle::Tensor& grad_out, const Ints& strides, const Ints& paddings,
+                                         const Ints& dilations, int groups) {
+  const Geometry g(x.shape(), w.shape(), b.numel(), strides, paddings, dilations, groups);
+  Primitives& p = primitives(g, true);
+  paddle::Tensor grad_x = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
+  paddle::Tensor grad_w = paddle::empty(w.shape(), paddle::DataType::FLOAT32, x.place());
+  paddle::Tensor grad_b = paddle::empty(b.shape(), paddle::DataType::FLOAT32, x.place());
+  const memory user_grad_out = wrap(g.dst, g.data_tag, grad_out);
+
+  memory user_grad_x = wrap(g.src, g.data_tag, grad_x);
+  memory grad_src = output_for(p.data_pd->diff_src_desc(), user_grad_x);
+  p.data->execute(cpu_stream(),
+                  {{DNNL_ARG_DIFF_DST, as_layout(p.data_pd->diff_dst_desc(), user_grad_out)},
+                   {DNNL_ARG_WEIGHTS, as_layout(p.data_pd->weights_desc(), wrap(g.weights, g.weights_tag, w))},
+                   {DNNL_ARG_DIFF_SRC, grad_src}});
+  copy_back(grad_src, user_grad_x);
+
+  memory user_grad_w = wrap(g.weights, g.weights_tag, grad_w);
+  memory grad_weights = output_for(p.weights_pd->diff_weights_desc(), user_grad_w);
+  std::unordered_map<int, memory> args = {
+      {DNNL_ARG_DIFF_DST, as_layout(p.weights_pd->diff_dst_desc(), user_grad_out)},
+      {DNNL_ARG_SRC, as_layout(p.weights_pd->src_desc(), wrap(g.src, g.data_tag, x))},
+      {DNNL_ARG_DIFF_WEIGHTS, grad_weights}};
+  if (g.has_bias) args[DNNL_ARG_DIFF_BIAS] = wrap(g.bias, Tag::x, grad_b);
+  p.weights->execute(cpu_stream(), args);
+  copy_back(grad_weights, user_grad_w);
+  cpu_stream().wait();
+  return {grad_x, grad_w, grad_b};
+}
+
+PD_BUILD_OP(segkit_conv2d)
+    .Inputs({"X", "W", "B"})
+    .Outputs({"Out"})
+    .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>", "dilations: std::vector<int>", "groups: int"})
+    .SetKernelFn(PD_KERNEL(ConvForward));
+
+PD_BUILD_GRAD_OP(segkit_conv2d)
+    .Inputs({"X", "W", "B", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("B")})
+    .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>", "dilations: std::vector<int>", "groups: int"})
+    .SetKernelFn(PD_KERNEL(ConvBackward));

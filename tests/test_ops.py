@@ -1,0 +1,91 @@
+"""segkit.ops: building the oneDNN operator once per machine, and falling back when it cannot be built."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from segkit import ops
+from segkit.models.layers import Conv2D, paddle_kernels
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = "from segkit import ops; print('available', ops.available())"
+
+
+def _python(code: str, cache: str, timeout: int = 300, **env) -> subprocess.Popen:
+    """A Python process running ``code`` with segkit's build cache in ``cache``."""
+    environment = dict(os.environ, SEGKIT_CACHE_DIR=cache, PYTHONPATH=REPO, PYTHONWARNINGS="ignore", **env)
+    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=environment, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(process: subprocess.Popen, timeout: int = 300) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out
+    return out
+
+
+@pytest.mark.timeout(600)
+def test_two_processes_starting_together_build_once(tmp_path):
+    """Two ranks starting at once: one builds, the other waits for it; no half-built folder is left."""
+    cache = str(tmp_path / "cache")
+    outputs = [_finish(p) for p in [_python(PROBE, cache), _python(PROBE, cache)]]
+    assert all("available True" in out for out in outputs), outputs
+    # only the finished build and its lock: no staging or failed folder (a second build would have
+    # failed to move its staging folder onto the first one's)
+    (built,) = [name for name in os.listdir(os.path.join(cache, "ops")) if not name.endswith(".lock")]
+    assert sorted(os.listdir(os.path.join(cache, "ops"))) == [built, built + ".lock"]
+    assert os.path.isfile(os.path.join(cache, "ops", built, "segkit_onednn", "segkit_onednn.so"))
+    # a later process loads the cached library: no build log is written again
+    log = os.path.join(cache, "ops", built, "build.log")
+    before = os.stat(log).st_mtime_ns
+    assert "available True" in _finish(_python(PROBE, cache))
+    assert os.stat(log).st_mtime_ns == before
+
+
+def test_build_failure_names_the_log_and_falls_back(tmp_path):
+    """Headers that do not compile: one warning naming the compiler's log and the fix; convolutions
+    still run, on Paddle's kernel."""
+    include = tmp_path / "include" / "oneapi" / "dnnl"
+    include.mkdir(parents=True)
+    (include / "dnnl.hpp").write_text('#error "not oneDNN"\n')
+    code = PROBE + "; from segkit.models.layers import Conv2D; import paddle; print(Conv2D(3, 4, 3, padding=1)(paddle.ones([1, 3, 8, 8])).shape)"
+    out = _finish(_python(code, str(tmp_path / "cache"), SEGKIT_ONEDNN_INCLUDE=str(tmp_path / "include")))
+    warnings = [line for line in out.splitlines() if "oneDNN convolutions are off" in line]
+    assert len(warnings) == 1, out
+    log = warnings[0].split("output is in ")[1].split()[0].rstrip(".")
+    assert "not oneDNN" in open(log).read()
+    assert "onednn-devel" in warnings[0] and "available False" in out and "[1, 4, 8, 8]" in out
+
+
+def test_switched_off_silently_by_the_environment(tmp_path):
+    out = _finish(_python(PROBE, str(tmp_path / "cache"), SEGKIT_ONEDNN="0"))
+    assert out.strip().splitlines()[-1] == "available False", out
+    assert "oneDNN" not in out and not os.path.exists(tmp_path / "cache")
+
+
+def test_conv2d_falls_back_where_onednn_does_not_apply():
+    """Traced programs, float64, string padding, 1x1 convolutions and paddle_kernels() take Paddle's kernel."""
+    assert ops.available()
+    calls = []
+    original = ops.conv2d
+    ops.conv2d = lambda *args: calls.append(1) or original(*args)
+    try:
+        conv = Conv2D(4, 4, 3, padding="same")
+        x = paddle.randn([1, 4, 9, 9])
+        conv(x)
+        with paddle_kernels():
+            Conv2D(4, 4, 3, padding=1)(x)
+        Conv2D(4, 8, 1)(x)
+        conv64 = Conv2D(4, 4, 3, padding=1)
+        conv64.to(dtype="float64")
+        conv64(x.astype("float64"))
+        paddle.jit.to_static(Conv2D(4, 4, 3, padding=1), full_graph=True)(x)
+        assert not calls
+        Conv2D(4, 4, 3, padding=1)(x)
+        assert calls == [1]
+    finally:
+        ops.conv2d = original
