@@ -11,11 +11,12 @@ as SegFormer and HRViT): random-weight models score every class alike, which tra
 Also printed: the SegFormer-B0 forward at that input size, for scale.
 
 With ``--exports``, a second table times the argmax output op of exported programs
-(``tools/export.py --output_op argmax``) on the same logits in each backend (Paddle Inference with
-oneDNN, ONNX Runtime, OpenVINO), alternated per round: ``full`` the former graph (every class resized
-by 4, argmax), ``fast`` ``segkit.engine.class_map.exact_argmax`` (the same class map, checked). The
-program is that output op alone, fed the head-resolution logits; the model before it is the same in
-both (bench_deploy.py times the models).
+(``tools/export.py --output_op argmax``) in each backend (Paddle Inference with oneDNN, ONNX Runtime,
+OpenVINO), alternated per round: ``full`` the former graph (every class resized by 4, argmax),
+``fast`` ``segkit.engine.class_map.exact_argmax`` (the same class map, checked). Rows: that output op
+alone, fed head-resolution logits (a scene as above, or random logits where every class can win: the
+worst case); then whole SegFormer-B0 programs (150 classes, 512x512) whose classifier bias favours 8
+classes, a stand-in for a trained model's scores.
 
 Usage: python benchmarks/bench_class_map.py [--rounds 7] [--threads N] [--exports]
 """
@@ -39,8 +40,9 @@ from segkit import runtime  # noqa: E402
 from segkit.engine.backends import RuntimeOptions, create_backend  # noqa: E402
 from segkit.engine.class_map import (candidate_classes, candidate_ids, exact_argmax, exact_class_map,  # noqa: E402
                                      support_radius)
-from segkit.engine.export import write_deploy_yaml  # noqa: E402
+from segkit.engine.export import export_model, write_deploy_yaml  # noqa: E402
 from segkit.engine.onnx_export import convert_to_onnx  # noqa: E402
+from segkit.models.base import head_resolution  # noqa: E402
 from segkit.registry import MODELS  # noqa: E402
 from segkit.transforms import reverse_transform  # noqa: E402
 
@@ -108,30 +110,57 @@ EXPORT_SETTINGS = [  # classes, output (H, W), logits: a scene, or random (every
 ]
 
 
+def time_backends(name: str, folders, x: np.ndarray, resized: str, probe, rounds: int) -> None:
+    """One table row per backend: the full and the fast export (``folders[False]``, ``folders[True]``)
+    run on ``x``, alternated per round with the matmul probe; their class maps must be equal."""
+    for backend in ("paddle", "onnxruntime", "openvino"):
+        runs = {fast: create_backend(folder, RuntimeOptions(backend)).run for fast, folder in folders.items()}
+        assert np.array_equal(runs[True](x), runs[False](x))
+        times = {False: [], True: [], "probe": []}
+        for i in range(rounds):
+            for fast in ((False, True) if i % 2 == 0 else (True, False)):
+                times[fast].append(timed(lambda: runs[fast](x))[0])
+            times["probe"].append(matmul_probe(probe))
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        print(f"| {name} | {backend} | {resized} | {med[False]:.0f} | {med[True]:.0f} | {med[False] / med[True]:.1f}x | "
+              f"{med['probe']:.0f} |")
+
+
+def scene_segformer(rng, num_classes: int):
+    """SegFormer-B0 with random weights whose classifier bias favours 8 classes (+4, the others -4),
+    so that, as in a trained model, most classes score clearly lower everywhere."""
+    model = MODELS.get("segformer_b0")(num_classes=num_classes)
+    bias = np.full(num_classes, -4.0, dtype=np.float32)
+    bias[rng.choice(num_classes, size=8, replace=False)] = 4.0
+    model.head.classifier.bias.set_value(bias)
+    model.eval()
+    return model
+
+
 def bench_exports(rng, probe, rounds: int) -> None:
     """The second table (see the module docstring)."""
-    print("\n| classes, output size, logits | backend | classes resized | full exported argmax (ms) | fast (ms) | "
+    print("\n| classes, output size, input | backend | classes resized | full exported argmax (ms) | fast (ms) | "
           "speed-up | matmul probe (ms) |")
     print("|---|---|---|---|---|---|---|")
     for classes, size, kind in EXPORT_SETTINGS:
         logits = scene_logits(rng, classes, size[0] // 4, size[1] // 4)
         if kind == "random":
             logits = paddle.randn(logits.shape)
-        name = f"{classes}, {size[0]}x{size[1]}, {kind}"
-        x = logits.numpy()
         with tempfile.TemporaryDirectory() as tmp:
             folders = {fast: export_output_op(fast, classes, os.path.join(tmp, str(fast))) for fast in (False, True)}
-            for backend in ("paddle", "onnxruntime", "openvino"):
-                runs = {fast: create_backend(folder, RuntimeOptions(backend)).run for fast, folder in folders.items()}
-                assert np.array_equal(runs[True](x), runs[False](x))
-                times = {False: [], True: [], "probe": []}
-                for i in range(rounds):
-                    for fast in ((False, True) if i % 2 == 0 else (True, False)):
-                        times[fast].append(timed(lambda: runs[fast](x))[0])
-                    times["probe"].append(matmul_probe(probe))
-                med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-                print(f"| {name} | {backend} | {candidate_ids(logits).shape[0]} of {classes} | {med[False]:.0f} | "
-                      f"{med[True]:.0f} | {med[False] / med[True]:.1f}x | {med['probe']:.0f} |")
+            time_backends(f"{classes}, {size[0]}x{size[1]}, {kind} logits", folders, logits.numpy(),
+                          f"{candidate_ids(logits).shape[0]} of {classes}", probe, rounds)
+    model = scene_segformer(rng, 150)
+    image = rng.normal(size=(1, 3, 512, 512)).astype(np.float32)
+    with head_resolution(model), paddle.no_grad():
+        resized = f"{candidate_ids(model(paddle.to_tensor(image))).shape[0]} of 150"
+    with tempfile.TemporaryDirectory() as tmp:
+        folders = {}
+        for fast in (False, True):
+            folders[fast] = os.path.join(tmp, str(fast))
+            export_model(model, folders[fast], fast_argmax=fast)
+            convert_to_onnx(folders[fast])
+        time_backends("150, 512x512, whole SegFormer-B0 program", folders, image, resized, probe, rounds)
 
 
 def main() -> None:
