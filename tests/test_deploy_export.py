@@ -16,7 +16,7 @@ from segkit.engine.class_map import candidate_ids
 from segkit.engine.export import ExportError, InferenceNet, export_model
 from segkit.engine.onnx_export import check_onnx, convert_to_onnx
 from segkit.models.base import SegModel, head_resolution, seed_inference
-from segkit.models.layers import adaptive_max_pool2d
+from segkit.models.layers import adaptive_max_pool2d, paddle_kernels
 
 # Two sizes per family, one a multiple of 32 and one not, the second also with batch 2.
 SIZES = [(1, 3, 64, 64), (2, 3, 70, 110)]
@@ -89,7 +89,7 @@ def test_a_family_exports_the_exact_fast_argmax_and_its_onnx_check_reads_the_hea
                 for d in (save_dir, logits_dir)]
     predictors = [paddle_predictor(d) for d in (save_dir, logits_dir)]
     x = np.random.default_rng(5).normal(size=(2, 3, 70, 110)).astype("float32")
-    with head_resolution(model):
+    with head_resolution(model), paddle_kernels():  # the program's kernels, not dygraph's oneDNN convolutions
         dygraph = InferenceNet(model)(paddle.to_tensor(x)).numpy()
     labels = run_predictor(predictors[0], x)
     assert labels.dtype == np.int32 and np.array_equal(labels, dygraph)
