@@ -19,8 +19,8 @@ at most ``max_W logit_k``; so a class whose maximum stays below the best minimum
 wins nowhere. An image with a handful of classes (ADE20K has 150) then resizes only those.
 
 ``candidate_classes`` does this in numpy for one image (dygraph evaluation and prediction, where it
-is faster than Paddle's single-threaded pooling); ``candidate_ids`` does it with Paddle ops on a
-batch, so that it traces into a static program: the data-dependent number of classes is a
+is faster than Paddle's single-threaded pooling); ``candidate_ids`` does it for a single resize
+(windows of 2x2 logits) with Paddle ops on a batch, so that it traces into a static program: the data-dependent number of classes is a
 ``nonzero`` + ``gather`` along the channel axis, which Paddle Inference, paddle2onnx (NonZero,
 Gather), ONNX Runtime and OpenVINO all run with dynamic shapes. ``exact_argmax`` is the argmax
 output op of exported programs built on it.
