@@ -183,6 +183,36 @@ def test_openvino_compiles_per_input_shape_where_dynamic_shapes_fail(deployed, m
     assert sorted(backend.per_shape) == [(1, 3, 64, 96), (2, 3, 70, 110)]
 
 
+OPENVINO_THEN_A_CHILD = """
+import gc, signal, subprocess, sys
+import numpy as np
+from segkit.engine.backends import RuntimeOptions, create_backend
+signal.signal(signal.SIGCHLD, lambda *args: None)  # as Paddle's DataLoader installs one
+x = np.zeros((1, 3, 64, 96), np.float32)
+backends = [create_backend(sys.argv[1], RuntimeOptions("openvino")) for _ in range(2)]  # alive together
+for backend in backends:
+    backend.run(x)
+del backends, backend
+gc.collect()
+subprocess.run([sys.executable, "-c", "pass"], check=True)
+print("survived")
+"""
+
+
+@pytest.mark.timeout(300)
+def test_openvino_backends_come_and_go_without_breaking_signal_handling(deployed):
+    """Two OpenVINO backends alive together, then dropped, then a child process exits: the SIGCHLD handler
+    runs and the process lives on (with a Core per backend, OpenVINO's CPU plugin left the thread's
+    alternate signal stack dangling and the process died with SIGSEGV, as the suite did once)."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", OPENVINO_THEN_A_CHILD, deployed["export"]], cwd=repo,
+                            env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0 and "survived" in result.stdout, (result.returncode, result.stderr[-2000:])
+
+
 @pytest.mark.parametrize("spinning", [False, True])
 def test_onnxruntime_threads_spin_only_on_request(deployed, spinning):
     backend = backends.create_backend(deployed["export"], RuntimeOptions("onnxruntime", ort_spinning=spinning))

@@ -241,6 +241,23 @@ def last_line(exc: Exception) -> str:
     return lines[-1][:160]
 
 
+_OPENVINO_CORES = []  # the process's one openvino.Core, never released
+
+
+def _openvino_core(openvino):
+    """The process's one ``openvino.Core``, created on first use and kept.
+
+    OpenVINO's CPU plugin (2026.4) installs an alternate signal stack on the thread that loads it and,
+    once a second Core has loaded it again and the Cores go, leaves the thread's alternate stack
+    pointing at memory it unmapped: the next signal handled on that thread (SIGCHLD from any child
+    process, once a handler is installed, as Paddle's DataLoader installs one) then kills the process
+    with SIGSEGV. One Core for the whole process loads the plugin once and never unloads it.
+    """
+    if not _OPENVINO_CORES:
+        _OPENVINO_CORES.append(openvino.Core())
+    return _OPENVINO_CORES[0]
+
+
 class OpenVinoBackend:
     """OpenVINO on ``model.onnx`` (CPU, fp32, latency hint).
 
@@ -255,7 +272,7 @@ class OpenVinoBackend:
         self.config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
         if options.cpu_threads:
             self.config["INFERENCE_NUM_THREADS"] = options.cpu_threads
-        self.core, self.per_shape, self.failures = openvino.Core(), {}, []
+        self.core, self.per_shape, self.failures = _openvino_core(openvino), {}, []
         self.mode = f"openvino {openvino.__version__.split('-')[0]} CPU fp32"
         try:
             self.dynamic = self.core.compile_model(self.path, "CPU", self.config)
