@@ -110,8 +110,11 @@ def test_training_updates_running_stats_and_gradients_like_paddleseg(tmp_path, k
     for name, param in trained:
         mine = own_params[remap_rtformer_key(name)]
         scale = max(float(np.abs(param.grad.numpy()).max()), floor)
-        # oneDNN's rounding differences grow through the training-mode BatchNorms' batch statistics
-        rtol = 1e-3 if kernel == "paddle" else 5e-3
+        # Rounding differences grow through the training-mode BatchNorms' batch statistics of this small
+        # random net: against a float64 run, float32 gradients on Paddle's kernels are off by 5.5e-4
+        # (median over parameters), on oneDNN by 2.3e-3, up to 1.7e-2 (head.proj, whose Paddle figure is
+        # 4e-5)
+        rtol = 1e-3 if kernel == "paddle" else 2e-2
         assert float(np.abs(mine.grad.numpy() - param.grad.numpy()).max()) <= rtol * scale, name
         # learning-rate multipliers (lr_mult 10 on DAPPM and heads) as upstream
         assert mine.optimize_attr["learning_rate"] == param.optimize_attr["learning_rate"], name
