@@ -14,7 +14,9 @@ segkit's tools use; Paddle's own default is one).
 """
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from typing import Callable, Dict
 
@@ -22,10 +24,12 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-import segkit.models  # noqa: F401
-from segkit import runtime
-from segkit.weights import load_weights
-from segkit.models import segformer as sf
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import segkit.models  # noqa: E402,F401
+from segkit import runtime  # noqa: E402
+from segkit.weights import load_weights  # noqa: E402
+from segkit.models import segformer as sf  # noqa: E402
 
 
 def analytic_gmacs(variant: str, height: int, width: int, num_classes: int, folded: bool) -> float:

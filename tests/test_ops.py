@@ -59,6 +59,11 @@ def test_build_failure_names_the_log_and_falls_back(tmp_path):
     log = warnings[0].split("output is in ")[1].split()[0].rstrip(".")
     assert "not oneDNN" in open(log).read()
     assert "onednn-devel" in warnings[0] and "available False" in out and "[1, 4, 8, 8]" in out
+    # the next process does not compile again: it names the same log at once
+    before = os.stat(log).st_mtime_ns
+    again = _finish(_python(PROBE, str(tmp_path / "cache"), SEGKIT_ONEDNN_INCLUDE=str(tmp_path / "include")))
+    assert "failed before" in again and log in again and "available False" in again
+    assert os.stat(log).st_mtime_ns == before and len(os.listdir(tmp_path / "cache" / "ops")) == 2
 
 
 def test_switched_off_silently_by_the_environment(tmp_path):

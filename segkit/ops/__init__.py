@@ -119,6 +119,10 @@ def _load() -> None:
     """Build the operator unless cached, then register it with Paddle."""
     build_dir = _build_dir()
     library = _library_in(build_dir)
+    failed = f"{build_dir}.failed"
+    if os.path.isdir(failed):  # not retried by every process: the build depends on nothing that changed
+        raise Unavailable(f"building the operator failed before (g++ and {_HEADERS_HINT} are needed); the "
+                          f"compiler's output is in {failed}/build.log (delete that folder to try again)")
     try:
         with _locked(build_dir + ".lock"):
             if not os.path.isfile(library):
