@@ -191,8 +191,9 @@ std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x, const paddle::
 
   memory user_grad_x = wrap(g.src, g.data_tag, grad_x);
   memory grad_src = output_for(p.data_pd->diff_src_desc(), user_grad_x);
+  const memory grad_dst = as_layout(p.data_pd->diff_dst_desc(), user_grad_out);
   p.data->execute(cpu_stream(),
-                  {{DNNL_ARG_DIFF_DST, as_layout(p.data_pd->diff_dst_desc(), user_grad_out)},
+                  {{DNNL_ARG_DIFF_DST, grad_dst},
                    {DNNL_ARG_WEIGHTS, as_layout(p.data_pd->weights_desc(), wrap(g.weights, g.weights_tag, w))},
                    {DNNL_ARG_DIFF_SRC, grad_src}});
   copy_back(grad_src, user_grad_x);
@@ -200,7 +201,9 @@ std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x, const paddle::
   memory user_grad_w = wrap(g.weights, g.weights_tag, grad_w);
   memory grad_weights = output_for(p.weights_pd->diff_weights_desc(), user_grad_w);
   std::unordered_map<int, memory> args = {
-      {DNNL_ARG_DIFF_DST, as_layout(p.weights_pd->diff_dst_desc(), user_grad_out)},
+      // the output gradient is reordered once when both primitives want the same layout (the usual case)
+      {DNNL_ARG_DIFF_DST, p.weights_pd->diff_dst_desc() == grad_dst.get_desc()
+                              ? grad_dst : as_layout(p.weights_pd->diff_dst_desc(), user_grad_out)},
       {DNNL_ARG_SRC, as_layout(p.weights_pd->src_desc(), wrap(g.src, g.data_tag, x))},
       {DNNL_ARG_DIFF_WEIGHTS, grad_weights}};
   if (g.has_bias) args[DNNL_ARG_DIFF_BIAS] = wrap(g.bias, Tag::x, grad_b);
