@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = "from segkit import ops; print('available', ops.available())"
 
 
-def _python(code: str, cache: str, timeout: int = 300, **env) -> subprocess.Popen:
+def _python(code: str, cache: str, **env) -> subprocess.Popen:
     """A Python process running ``code`` with segkit's build cache in ``cache``."""
     environment = dict(os.environ, SEGKIT_CACHE_DIR=cache, PYTHONPATH=REPO, PYTHONWARNINGS="ignore", **env)
     return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=environment, stdout=subprocess.PIPE,

@@ -154,7 +154,7 @@ def _pair(value) -> List[int]:
 def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor], stride: Sequence[int],
            padding: Sequence[int], dilation: Sequence[int], groups: int) -> paddle.Tensor:
     """``F.conv2d`` (NCHW, float32, CPU, symmetric integer padding) by oneDNN; ``available()`` must hold."""
-    no_bias = paddle.empty([0], dtype="float32")
-    (out,) = _C_ops._run_custom_op(_OP, x, weight, no_bias if bias is None else bias, _pair(stride),
+    bias = paddle.empty([0], dtype="float32") if bias is None else bias  # zero elements: no bias
+    (out,) = _C_ops._run_custom_op(_OP, x, weight, bias, _pair(stride),
                                    _pair(padding), _pair(dilation), int(groups))
     return out
