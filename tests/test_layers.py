@@ -6,8 +6,9 @@ import pytest
 from paddle import nn
 
 from segkit import ops
-from segkit.models.layers import (Conv2D, _bilinear_matrix, add_channel_bias, paddle_kernels, resize_bilinear,
-                                 scale_channels)
+from segkit.models import layers
+from segkit.models.layers import (Conv2D, Dropout2D, Linear, _bilinear_matrix, add_bias, add_channel_bias,
+                                 paddle_kernels, resize_bilinear, scale_channels)
 
 ONEDNN_CONV2D = ops.conv2d
 
@@ -82,6 +83,105 @@ def test_per_channel_ops_equal_broadcasting():
     values = paddle.randn([5, 1, 1])
     np.testing.assert_array_equal(add_channel_bias(x, values.flatten()).numpy(), (x + values).numpy())
     np.testing.assert_array_equal(scale_channels(x, values).numpy(), (x * values).numpy())
+
+
+def _bias_run(add, x: paddle.Tensor, bias: paddle.Tensor, x_grad: bool = True, bias_grad: bool = True):
+    """Output, x gradient and bias gradient of ``(add(x, bias) * weights).sum()`` (None where not wanted)."""
+    x, bias = x.detach(), bias.detach()
+    x.stop_gradient, bias.stop_gradient = not x_grad, not bias_grad
+    out = add(x, bias)
+    paddle.seed(1)
+    (out * paddle.randn(out.shape)).sum().backward()
+    return [out.numpy()] + [None if t.grad is None else t.grad.numpy() for t in (x, bias)]
+
+
+BIAS_CASES = [  # segkit's add, Paddle's broadcast, x shape, bias length
+    (add_bias, lambda x, b: x + b, [2, 37, 6], 6),
+    (add_channel_bias, lambda x, b: x + b.reshape([1, -1, 1, 1]), [2, 6, 9, 5], 6),
+]
+
+
+@pytest.mark.parametrize("ours, theirs, shape, channels", BIAS_CASES)
+@pytest.mark.parametrize("x_grad, bias_grad", [(True, True), (False, True), (True, False)])
+def test_bias_adds_match_broadcast_with_product_gradient(ours, theirs, shape, channels, x_grad, bias_grad, monkeypatch):
+    """Output and x gradient to the bit, bias gradient (a matrix product) to float rounding; a frozen
+    bias or a frozen x too. The product runs exactly when the bias needs a gradient."""
+    calls = []
+    apply = layers._AddBias.apply
+    monkeypatch.setattr(layers._AddBias, "apply", lambda *args: calls.append(1) or apply(*args))
+    x, bias = paddle.randn(shape), paddle.randn([channels])
+    got = _bias_run(ours, x, bias, x_grad, bias_grad)
+    want = _bias_run(theirs, x, bias, x_grad, bias_grad)
+    assert len(calls) == int(bias_grad)
+    for g, w in zip(got[:2], want[:2]):
+        np.testing.assert_array_equal(g, w)
+    assert (got[2] is None) == (want[2] is None) == (not bias_grad)
+    if bias_grad:
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("ours, theirs, shape, channels", BIAS_CASES)
+def test_bias_adds_keep_paddles_add_without_gradients_or_inside_paddle_kernels(ours, theirs, shape, channels, monkeypatch):
+    monkeypatch.setattr(layers._AddBias, "apply", lambda *args: pytest.fail("the product gradient ran"))
+    x, bias = paddle.randn(shape), paddle.randn([channels])
+    bias.stop_gradient = False
+    with paddle.no_grad():
+        np.testing.assert_array_equal(ours(x, bias).numpy(), theirs(x, bias).numpy())
+    with paddle_kernels():
+        np.testing.assert_array_equal(_bias_run(ours, x, bias)[2], _bias_run(theirs, x, bias)[2])
+
+
+def _linear_pair(bias: bool):
+    """segkit's Linear and paddle.nn.Linear with the same parameters."""
+    ours, theirs = Linear(5, 7, bias_attr=None if bias else False), nn.Linear(5, 7, bias_attr=None if bias else False)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    theirs.set_state_dict(ours.state_dict())
+    return ours, theirs
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_paddles(bias):
+    """Same parameter names and shapes; output and input/weight gradients to the bit, the bias
+    gradient to float rounding; also for a frozen bias and without gradients."""
+    ours, theirs = _linear_pair(bias)
+    x = paddle.randn([2, 13, 5])
+    (out, grads), (ref, ref_grads) = _run(ours, x), _run(theirs, x)
+    np.testing.assert_array_equal(out, ref)
+    for got, want in zip(grads[:2], ref_grads[:2]):
+        np.testing.assert_array_equal(got, want)
+    if bias:
+        np.testing.assert_allclose(grads[2], ref_grads[2], rtol=1e-5, atol=1e-6)
+        ours.bias.stop_gradient = theirs.bias.stop_gradient = True
+        np.testing.assert_array_equal(_run(ours, x)[1][1], _run(theirs, x)[1][1])
+    with paddle.no_grad():
+        np.testing.assert_array_equal(ours(x).numpy(), theirs(x).numpy())
+
+
+def test_linear_traces_to_paddles_operations():
+    """A traced (exported) Linear is Paddle's matmul + add, with no Python layer in the program."""
+    layer = Linear(4, 3)
+    layer.train()
+    static = paddle.jit.to_static(layer, input_spec=[paddle.static.InputSpec([None, 5, 4], "float32")],
+                                  full_graph=True)
+    ops_traced = [op.name() for op in static.forward.concrete_program.main_program.global_block().ops]
+    assert [name for name in ops_traced if not name.startswith(("builtin.", "pd_op.data"))] == \
+        ["pd_op.matmul", "pd_op.add"]
+
+
+def test_dropout2d_matches_paddles_draw_values_and_gradients():
+    """With the same seed, the same channels dropped, the same outputs and input gradients to the bit."""
+    x = paddle.randn([3, 16, 5, 7])
+    results = []
+    for layer in (Dropout2D(0.3), nn.Dropout2D(0.3)):
+        paddle.seed(7)
+        results.append(_run(layer, x))
+    (out, grads), (ref, ref_grads) = results
+    assert 0 < (ref == 0).mean() < 1
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(grads[0], ref_grads[0])
+    layer = Dropout2D(0.3)
+    layer.eval()
+    np.testing.assert_array_equal(layer(x).numpy(), x.numpy())
 
 
 @pytest.mark.parametrize("align_corners", [False, True])

@@ -40,11 +40,10 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 from paddle import nn
-from paddle.autograd import PyLayer
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import Conv2D, DropPath
+from segkit.models.layers import Conv2D, DropPath, add_bias
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -78,33 +77,6 @@ def swap_middle(x: paddle.Tensor) -> paddle.Tensor:
     x = x.reshape([b, p, q * d]).transpose([0, 2, 1]).contiguous()  # (B, Q * D, P)
     x = x.reshape([b * q, d, p]).transpose([0, 2, 1]).contiguous()
     return x.reshape([b, q, p, d])
-
-
-class _TokenBias(PyLayer):
-    """``x + bias`` over the last axis, with the bias gradient computed as a matrix product."""
-
-    @staticmethod
-    def forward(ctx, x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
-        ctx.dtypes = x.dtype, bias.dtype
-        return x + bias
-
-    @staticmethod
-    def backward(ctx, grad: paddle.Tensor):
-        rows = grad.reshape([-1, grad.shape[-1]])
-        bias_grad = paddle.matmul(paddle.ones([1, rows.shape[0]], dtype=grad.dtype), rows).reshape([-1])
-        return grad.astype(ctx.dtypes[0]), bias_grad.astype(ctx.dtypes[1])
-
-
-def add_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
-    """``x + bias`` for tokens (..., C) and a bias (C,).
-
-    Paddle's CPU backward of that broadcast sums the gradient's columns about 25x slower than a
-    matrix product does; in dygraph training the sum is made a product (same values, float
-    summation order aside).
-    """
-    if paddle.in_dynamic_mode() and paddle.is_grad_enabled() and not bias.stop_gradient:
-        return _TokenBias.apply(x, bias)
-    return x + bias
 
 
 def to_nchw(x: paddle.Tensor) -> paddle.Tensor:

@@ -8,6 +8,7 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 import paddle
 from paddle import nn
+from paddle.autograd import PyLayer
 
 from segkit import ops
 
@@ -23,6 +24,75 @@ def drop_path(x: paddle.Tensor, rate: float, training: bool) -> paddle.Tensor:
     keep = 1.0 - rate
     mask = paddle.floor(keep + paddle.rand([x.shape[0]] + [1] * (x.ndim - 1)).astype(x.dtype))
     return x / keep * mask
+
+
+_SEGKIT_KERNELS = [True]  # segkit's CPU rewrites on (switched off by paddle_kernels)
+
+
+@contextlib.contextmanager
+def paddle_kernels() -> Iterator[None]:
+    """Inside the block, Paddle's own kernels run: ``resize_bilinear`` calls Paddle's resize, never
+    matrix products, ``conv2d_nchw`` Paddle's convolution, never oneDNN, and the bias adds
+    (``add_bias``, ``add_channel_bias``, ``Linear``) Paddle's broadcast gradient. For
+    ``segkit.complexity``, which counts ``F.conv2d`` calls and leaves resizes out as the papers do,
+    and for tests comparing the two."""
+    _SEGKIT_KERNELS[0] = False
+    try:
+        yield
+    finally:
+        _SEGKIT_KERNELS[0] = True
+
+
+def _segkit_kernels_apply(x: paddle.Tensor) -> bool:
+    """Whether segkit's CPU rewrites of Paddle's kernels may run on ``x``: dygraph, float32 on the CPU,
+    no mixed precision, and not inside ``paddle_kernels()``."""
+    tracer = paddle.base.framework._dygraph_tracer()
+    return (_SEGKIT_KERNELS[0] and paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place()
+            and tracer._amp_level == paddle.base.core.AmpLevel.O0)
+
+
+class _AddBias(PyLayer):
+    """``x + bias`` whose bias gradient is a matrix product with a ones vector.
+
+    ``channels_first`` False: ``x`` is (..., C), the bias runs along the last axis (tokens).
+    True: ``x`` is (N, C, L), the bias runs along axis 1 (NCHW maps flattened by ``_per_channel``).
+    """
+
+    @staticmethod
+    def forward(ctx, x: paddle.Tensor, bias: paddle.Tensor, channels_first: bool) -> paddle.Tensor:
+        ctx.channels_first = channels_first
+        ctx.x_dtype = None if x.stop_gradient else x.dtype  # Paddle wants no gradient for a stop_gradient x
+        ctx.bias_dtype = bias.dtype
+        return x + (bias.reshape([-1, 1]) if channels_first else bias)
+
+    @staticmethod
+    def backward(ctx, grad: paddle.Tensor):
+        if ctx.channels_first:  # (N, C, L): sum over L by a product, then over the few N
+            n, c, length = grad.shape
+            per_sample = paddle.matmul(grad.reshape([n * c, length]), paddle.ones([length, 1], dtype=grad.dtype))
+            bias_grad = per_sample.reshape([n, c]).sum(axis=0)
+        else:
+            rows = grad.reshape([-1, grad.shape[-1]])
+            bias_grad = paddle.matmul(paddle.ones([1, rows.shape[0]], dtype=grad.dtype), rows).reshape([-1])
+        return None if ctx.x_dtype is None else grad.astype(ctx.x_dtype), bias_grad.astype(ctx.bias_dtype)
+
+
+def _bias_by_product(bias: paddle.Tensor) -> bool:
+    """Whether ``_AddBias`` should add ``bias``: a dygraph step that needs its gradient, segkit's rewrites on."""
+    return _SEGKIT_KERNELS[0] and paddle.in_dynamic_mode() and paddle.is_grad_enabled() and not bias.stop_gradient
+
+
+def add_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
+    """``x + bias`` for tokens (..., C) and a bias (C,).
+
+    Paddle's CPU backward of that broadcast sums the gradient's columns on one thread, about 25x
+    slower than a matrix product with a ones vector; in dygraph training the sum is that product
+    (same values up to the order of the float sums). Elsewhere (no gradient, traced programs,
+    inside ``paddle_kernels()``) it is Paddle's plain add.
+    """
+    if _bias_by_product(bias):
+        return _AddBias.apply(x, bias, False)
+    return x + bias
 
 
 def _per_channel(x: paddle.Tensor, values: paddle.Tensor, op) -> paddle.Tensor:
@@ -41,37 +111,17 @@ def _per_channel(x: paddle.Tensor, values: paddle.Tensor, op) -> paddle.Tensor:
 
 
 def add_channel_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
-    """``x + bias[None, :, None, None]`` for an NCHW ``x``, by the fast layout of ``_per_channel``."""
+    """``x + bias[None, :, None, None]`` for an NCHW ``x``, by the fast layout of ``_per_channel``; in
+    dygraph training the bias gradient is a matrix product (``_AddBias``), as in ``add_bias``."""
+    if x.ndim == 4 and _bias_by_product(bias):
+        n, c, h, w = x.shape
+        return _AddBias.apply(x.reshape([n, c, h * w]), bias.reshape([c]), True).reshape([n, c, h, w])
     return _per_channel(x, bias, paddle.add)
 
 
 def scale_channels(x: paddle.Tensor, scale: paddle.Tensor) -> paddle.Tensor:
     """``x * scale`` for an NCHW ``x`` and ``C`` scales of any shape, by the fast layout of ``_per_channel``."""
     return _per_channel(x, scale, paddle.multiply)
-
-
-_SEGKIT_KERNELS = [True]  # segkit's CPU rewrites on (switched off by paddle_kernels)
-
-
-@contextlib.contextmanager
-def paddle_kernels() -> Iterator[None]:
-    """Inside the block, Paddle's own kernels run: ``resize_bilinear`` calls Paddle's resize, never
-    matrix products, and ``conv2d_nchw`` Paddle's convolution, never oneDNN. For
-    ``segkit.complexity``, which counts ``F.conv2d`` calls and leaves resizes out as the papers do,
-    and for tests comparing the two."""
-    _SEGKIT_KERNELS[0] = False
-    try:
-        yield
-    finally:
-        _SEGKIT_KERNELS[0] = True
-
-
-def _segkit_kernels_apply(x: paddle.Tensor) -> bool:
-    """Whether segkit's CPU rewrites of Paddle's kernels may run on ``x``: dygraph, float32 on the CPU,
-    no mixed precision, and not inside ``paddle_kernels()``."""
-    tracer = paddle.base.framework._dygraph_tracer()
-    return (_SEGKIT_KERNELS[0] and paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place()
-            and tracer._amp_level == paddle.base.core.AmpLevel.O0)
 
 
 def _symmetric_padding(padding) -> Optional[list]:
@@ -114,6 +164,20 @@ class Conv2D(nn.Conv2D):
             return super().forward(x)
         return conv2d_nchw(x, self.weight, self.bias, stride=self._stride, padding=self._padding,
                            dilation=self._dilation, groups=self._groups)
+
+
+class Linear(nn.Linear):
+    """``paddle.nn.Linear`` whose bias gradient is a matrix product in dygraph training on the CPU.
+
+    Same parameters, names and values (checkpoints load unchanged) and the same output to float
+    rounding: ``x @ weight`` then ``add_bias``. Elsewhere (no gradient, a frozen or absent bias,
+    traced programs, GPU, mixed precision, other dtypes) it is Paddle's ``F.linear``.
+    """
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.bias is None or not _bias_by_product(self.bias) or not _segkit_kernels_apply(x):
+            return super().forward(x)
+        return _AddBias.apply(paddle.matmul(x, self.weight), self.bias, False)
 
 
 # ``conv2d(..., std=FAN_OUT)``: weights from Normal(0, sqrt(2 / fan_out)), as mmseg and the official
@@ -217,6 +281,27 @@ class DropPath(nn.Layer):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}"
+
+
+class Dropout2D(nn.Dropout2D):
+    """``paddle.nn.Dropout2D``: the same random draw and the same values, computed as one product in
+    dygraph on the CPU.
+
+    Paddle scales the whole map by ``1 / (1 - p)``, casts it to its own dtype (a copy) and multiplies
+    it by a ``[N, C, 1, 1]`` mask, and the backward retraces all three over the map. Here the scale is
+    folded into the ``N * C`` mask values (``0`` or ``1 / (1 - p)``, the same products bit for bit)
+    and the map is multiplied once, as ``[N * C, H * W]`` by ``[N * C, 1]``. Eval, other layouts,
+    traced programs and ``p`` of 0 or 1 run Paddle's.
+    """
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if (not self.training or self.p in (0, 1) or self.data_format != "NCHW" or x.ndim != 4
+                or not _segkit_kernels_apply(x)):
+            return super().forward(x)
+        n, c, h, w = x.shape
+        draw = paddle.uniform([n, c, 1, 1], dtype="float32", min=0.0, max=1.0)  # Paddle's draw, same RNG use
+        mask = (draw >= self.p).astype(x.dtype).reshape([n * c, 1]) * (1.0 / (1.0 - self.p))
+        return (x.reshape([n * c, h * w]) * mask).reshape([n, c, h, w])
 
 
 def _bin_max(x: paddle.Tensor, bins: int, axis: int) -> paddle.Tensor:
