@@ -2,7 +2,12 @@
 
 Rows (forward + backward, float32, the compute threads of ``--threads``, default every core):
   * a convolution's bias add on a 2x256x128x128 map: ``x + b[1, C, 1, 1]`` (``paddle.nn.Conv2D``)
-    against ``segkit.models.layers.add_channel_bias`` (``[N, C, H*W] + [C, 1]``);
+    against ``segkit.models.layers.add_channel_bias`` (``[N, C, H*W] + [C, 1]``, the bias gradient a
+    matrix product);
+  * a linear layer on SegFormer-B0's first-stage tokens (2x16384x32 -> 128, MixFFN's fc1):
+    ``paddle.nn.Linear`` against ``segkit.models.layers.Linear`` (the bias gradient a matrix product);
+  * channel dropout (p 0.1) on SegFormer's 2x256x128x128 decoder map: ``paddle.nn.Dropout2D``
+    against ``segkit.models.layers.Dropout2D``;
   * bilinear resizes: ``F.interpolate`` against ``segkit.models.layers.resize_bilinear`` (two
     matrix products), for RTFormer's 8x logits upsampling (19x64x128 -> 512x1024) and a decoder
     resize (256x16x16 -> 128x128);
@@ -13,7 +18,7 @@ Rows (forward + backward, float32, the compute threads of ``--threads``, default
 Each round times both and a NumPy 2048^3 float32 matmul probe; the table gives medians, the time
 ratio Paddle / segkit per round (> 1: segkit faster) and the probe's GFLOP/s.
 
-Usage: python benchmarks/bench_layers.py [--rounds 5] [--threads N]
+Usage: python benchmarks/bench_layers.py [--rounds 5] [--threads N] [--only TEXT]
 """
 
 import argparse
@@ -30,7 +35,7 @@ import paddle.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segkit import runtime  # noqa: E402
-from segkit.models.layers import add_channel_bias, conv2d_nchw, resize_bilinear  # noqa: E402
+from segkit.models.layers import Dropout2D, Linear, add_channel_bias, conv2d_nchw, resize_bilinear  # noqa: E402
 
 PROBE = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
 
@@ -56,6 +61,7 @@ def rows():
     plain_bias = lambda x, b: x + b.reshape([1, -1, 1, 1])  # noqa: E731  (what nn.Conv2D does)
     x = paddle.randn([2, 256, 128, 128])
     yield "bias add 2x256x128x128", forward_backward(plain_bias, x, bias), forward_backward(add_channel_bias, x, bias)
+    yield from layer_rows()
     for shape, size in (([1, 19, 64, 128], [512, 1024]), ([1, 256, 16, 16], [128, 128])):
         name = f"bilinear {'x'.join(map(str, shape[1:]))} -> {size[0]}x{size[1]}"
         kernel = lambda t, _, s=size: F.interpolate(t, size=s, mode="bilinear")  # noqa: E731
@@ -63,6 +69,21 @@ def rows():
         x = paddle.randn(shape)
         yield name, forward_backward(kernel, x, None), forward_backward(products, x, None)
     yield from conv_rows()
+
+
+def layer_rows():
+    """(name, Paddle's layer step, segkit's layer step) for the layers segkit subclasses."""
+    pairs = (
+        ("linear 2x16384x32 -> 128", [2, 16384, 32], paddle.nn.Linear, Linear, (32, 128)),
+        ("dropout2d p 0.1, 2x256x128x128", [2, 256, 128, 128], paddle.nn.Dropout2D, Dropout2D, (0.1,)),
+    )
+    for name, shape, theirs, ours, args in pairs:
+        paddle.seed(0)
+        plain = theirs(*args)
+        paddle.seed(0)
+        segkit = ours(*args)
+        x = paddle.randn(shape)
+        yield name, forward_backward(lambda t, _, f=plain: f(t), x, None), forward_backward(lambda t, _, f=segkit: f(t), x, None)
 
 
 CONVS = [  # name, input shape, weight shape, stride, padding, groups
@@ -105,12 +126,15 @@ def main(argv: List[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="compute threads (default: every core)")
+    parser.add_argument("--only", default="", help="run only the rows whose name contains this text")
     args = parser.parse_args(argv)
     threads = runtime.set_threads(args.threads)
     print(f"{threads} threads, {args.rounds} alternated rounds, forward + backward, paddle {paddle.__version__}")
     print("| operation | Paddle (ms) | segkit (ms) | Paddle / segkit per round, median (range) | probe GFLOP/s |")
     print("|---|---|---|---|---|")
     for name, theirs, ours in rows():
+        if args.only not in name:
+            continue
         theirs(), ours()  # warm-up
         times = [[], [], []]
         for _ in range(args.rounds):

@@ -41,7 +41,7 @@ from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import Conv2D, DropPath, resize_bilinear
+from segkit.models.layers import Conv2D, Dropout2D, DropPath, Linear, conv2d_nchw, resize_bilinear
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -128,9 +128,9 @@ class EfficientSelfAttention(nn.Layer):
         self.head_dim = dim // num_heads
         self.sr_ratio = sr_ratio
         self.attn_drop = attn_drop
-        self.q = nn.Linear(dim, dim, bias_attr=None if qkv_bias else False)
-        self.kv = nn.Linear(dim, 2 * dim, bias_attr=None if qkv_bias else False)
-        self.proj = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim, bias_attr=None if qkv_bias else False)
+        self.kv = Linear(dim, 2 * dim, bias_attr=None if qkv_bias else False)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
             self.sr = Conv2D(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
@@ -158,10 +158,10 @@ class MixFFN(nn.Layer):
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.dwconv = Conv2D(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor, h: int, w: int) -> paddle.Tensor:
@@ -381,11 +381,11 @@ class AllMLPHead(nn.Layer):
         self.align_corners = align_corners
         self.level_norm = level_norm
         bias = False if level_norm else None
-        self.embed = nn.LayerList([nn.Linear(c, embed_dim, bias_attr=bias) for c in self.in_channels])
+        self.embed = nn.LayerList([Linear(c, embed_dim, bias_attr=bias) for c in self.in_channels])
         if level_norm:
             self.level_bn = nn.LayerList([nn.BatchNorm2D(embed_dim) for _ in self.in_channels])
         self.fuse = ConvBNReLU(embed_dim * len(self.in_channels), embed_dim, kernel_size=1)
-        self.dropout = nn.Dropout2D(dropout)
+        self.dropout = Dropout2D(dropout)
         self.classifier = Conv2D(embed_dim, num_classes, kernel_size=1)
 
     def concat_slot(self, level: int) -> int:
@@ -407,7 +407,7 @@ class AllMLPHead(nn.Layer):
             return F.conv2d(embedded, fuse_slice.unsqueeze([2, 3]))
         weight = paddle.matmul(fuse_slice, linear.weight, transpose_y=True)  # [E_out, C_in]
         bias = paddle.matmul(fuse_slice, linear.bias.unsqueeze(1)).squeeze(1)  # [E_out]
-        return F.conv2d(feat, weight.unsqueeze([2, 3]), bias)
+        return conv2d_nchw(feat, weight.unsqueeze([2, 3]), bias)
 
     def forward(self, feats: Sequence[paddle.Tensor]) -> paddle.Tensor:
         """Feature maps (finest first, NCHW) -> logits at the finest map's resolution."""
