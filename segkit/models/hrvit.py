@@ -43,7 +43,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import Conv2D, DropPath, add_bias
+from segkit.models.layers import Conv2D, DropPath, add_bias, add_channel_bias
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -403,12 +403,13 @@ class MixCFN(nn.Layer):
         halves = [self.half, self.fc1.weight.shape[1] - self.half]
         # Splits: one concat in backward, where slices each write a zero-filled full-size gradient.
         fc1_weights = paddle.split(self.fc1.weight, halves, axis=1)
-        fc1_biases = paddle.split(self.fc1.bias.reshape([-1, 1]), halves)
+        fc1_biases = paddle.split(self.fc1.bias, halves)
         fc2_weights = paddle.split(self.fc2.weight, halves)
         out = None
         for conv, w1, b1, w2 in zip((self.dw3, self.dw5), fc1_weights, fc1_biases, fc2_weights):
-            y = paddle.matmul(w1, tokens, transpose_x=True, transpose_y=True) + b1
-            y = F.gelu(conv(y.reshape([b, -1, h, w]))).reshape([b, -1, h * w])
+            y = paddle.matmul(w1, tokens, transpose_x=True, transpose_y=True).reshape([b, -1, h, w])
+            y = add_channel_bias(y, b1)
+            y = F.gelu(conv(y)).reshape([b, -1, h * w])
             y = paddle.matmul(y, w2, transpose_x=True)
             out = y if out is None else out + y
         return add_bias(out, self.fc2.bias).reshape([b, h, w, c])

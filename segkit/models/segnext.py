@@ -45,7 +45,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import FAN_OUT, conv2d, drop_path, resize_bilinear, scale_channels
+from segkit.models.layers import FAN_OUT, Dropout2D, conv2d, drop_path, resize_bilinear, scale_channels
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -461,7 +461,7 @@ class LightHamHead(nn.Layer):
         self.squeeze = _conv_gn(sum(in_channels), ham_channels, num_groups, relu=True)
         self.ham = Hamburger(ham_channels, num_groups, nmf)
         self.align = _conv_gn(ham_channels, channels, num_groups, relu=True)
-        self.dropout = nn.Dropout2D(dropout_rate) if dropout_rate > 0 else nn.Identity()
+        self.dropout = Dropout2D(dropout_rate) if dropout_rate > 0 else nn.Identity()
         self.classifier = conv2d(channels, num_classes, 1, std=0.01)
 
     def forward(self, feats: List[paddle.Tensor]) -> paddle.Tensor:
