@@ -28,6 +28,9 @@ What differs from PaddleSeg:
   (up to float rounding) are the same as upstream's.
 * Attention uses ``scaled_dot_product_attention`` on [B, N, heads, dim] tensors (no transposes)
   and Python-int shapes rather than ``paddle.shape`` tensors.
+* MixFFN keeps its hidden map channels-first (fc1 computed transposed, fc2 reading it transposed),
+  so the wide map is never transposed; linears and biases add their bias gradient by a matrix
+  product in training (``layers.Linear``, ``add_bias``). Same parameters and function.
 """
 
 import math
@@ -41,7 +44,8 @@ from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import Conv2D, Dropout2D, DropPath, Linear, conv2d_nchw, resize_bilinear
+from segkit.models.layers import (Conv2D, Dropout2D, DropPath, Linear, add_bias, add_channel_bias, conv2d_nchw,
+                                  resize_bilinear)
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -165,11 +169,18 @@ class MixFFN(nn.Layer):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: paddle.Tensor, h: int, w: int) -> paddle.Tensor:
-        x = self.fc1(x)
-        b, n, c = x.shape
-        x = self.dwconv(x.transpose([0, 2, 1]).reshape([b, c, h, w])).flatten(2).transpose([0, 2, 1])
+        """Tokens [B, H*W, C] -> [B, H*W, C]; the hidden map stays channels-first [B, hidden, H, W].
+
+        fc1 is computed transposed (``W1^T x^T``) straight into the depth-wise conv's NCHW layout and
+        fc2 reads that map transposed, so no transpose of the wide hidden map is ever copied (Paddle
+        copies strided views on one thread, forward and backward). Same function as upstream's.
+        """
+        b, n, _ = x.shape
+        x = paddle.matmul(self.fc1.weight, x, transpose_x=True, transpose_y=True).reshape([b, -1, h, w])
+        x = self.dwconv(x if self.fc1.bias is None else add_channel_bias(x, self.fc1.bias))
         x = self.drop(self.act(x))
-        return self.drop(self.fc2(x))
+        x = paddle.matmul(x.reshape([b, -1, n]), self.fc2.weight, transpose_x=True)
+        return self.drop(x if self.fc2.bias is None else add_bias(x, self.fc2.bias))
 
 
 class MiTBlock(nn.Layer):
