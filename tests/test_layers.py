@@ -121,7 +121,8 @@ def test_bias_adds_match_broadcast_with_product_gradient(ours, theirs, shape, ch
 
 
 @pytest.mark.parametrize("ours, theirs, shape, channels", BIAS_CASES)
-def test_bias_adds_keep_paddles_add_without_gradients_or_inside_paddle_kernels(ours, theirs, shape, channels, monkeypatch):
+def test_bias_adds_keep_paddles_add_without_gradients_inside_paddle_kernels_or_float64(ours, theirs, shape, channels,
+                                                                                        monkeypatch):
     monkeypatch.setattr(layers._AddBias, "apply", lambda *args: pytest.fail("the product gradient ran"))
     x, bias = paddle.randn(shape), paddle.randn([channels])
     bias.stop_gradient = False
@@ -129,6 +130,8 @@ def test_bias_adds_keep_paddles_add_without_gradients_or_inside_paddle_kernels(o
         np.testing.assert_array_equal(ours(x, bias).numpy(), theirs(x, bias).numpy())
     with paddle_kernels():
         np.testing.assert_array_equal(_bias_run(ours, x, bias)[2], _bias_run(theirs, x, bias)[2])
+    x64, bias64 = x.astype("float64"), bias.astype("float64")  # not float32: Paddle's add
+    np.testing.assert_array_equal(_bias_run(ours, x64, bias64)[2], _bias_run(theirs, x64, bias64)[2])
 
 
 def _linear_pair(bias: bool):

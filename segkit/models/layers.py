@@ -61,8 +61,7 @@ class _AddBias(PyLayer):
     @staticmethod
     def forward(ctx, x: paddle.Tensor, bias: paddle.Tensor, channels_first: bool) -> paddle.Tensor:
         ctx.channels_first = channels_first
-        ctx.x_dtype = None if x.stop_gradient else x.dtype  # Paddle wants no gradient for a stop_gradient x
-        ctx.bias_dtype = bias.dtype
+        ctx.x_needs_grad = not x.stop_gradient  # Paddle wants None as the gradient of a stop_gradient x
         return x + (bias.reshape([-1, 1]) if channels_first else bias)
 
     @staticmethod
@@ -74,12 +73,13 @@ class _AddBias(PyLayer):
         else:
             rows = grad.reshape([-1, grad.shape[-1]])
             bias_grad = paddle.matmul(paddle.ones([1, rows.shape[0]], dtype=grad.dtype), rows).reshape([-1])
-        return None if ctx.x_dtype is None else grad.astype(ctx.x_dtype), bias_grad.astype(ctx.bias_dtype)
+        return grad if ctx.x_needs_grad else None, bias_grad
 
 
-def _bias_by_product(bias: paddle.Tensor) -> bool:
-    """Whether ``_AddBias`` should add ``bias``: a dygraph step that needs its gradient, segkit's rewrites on."""
-    return _SEGKIT_KERNELS[0] and paddle.in_dynamic_mode() and paddle.is_grad_enabled() and not bias.stop_gradient
+def _bias_by_product(x: paddle.Tensor, bias: paddle.Tensor) -> bool:
+    """Whether ``_AddBias`` should add ``bias`` to ``x``: segkit's rewrites apply to ``x`` (dygraph,
+    float32 on the CPU, no mixed precision) and the step needs the bias gradient."""
+    return paddle.is_grad_enabled() and not bias.stop_gradient and _segkit_kernels_apply(x)
 
 
 def add_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
@@ -90,7 +90,7 @@ def add_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     (same values up to the order of the float sums). Elsewhere (no gradient, traced programs,
     inside ``paddle_kernels()``) it is Paddle's plain add.
     """
-    if _bias_by_product(bias):
+    if _bias_by_product(x, bias):
         return _AddBias.apply(x, bias, False)
     return x + bias
 
@@ -113,7 +113,7 @@ def _per_channel(x: paddle.Tensor, values: paddle.Tensor, op) -> paddle.Tensor:
 def add_channel_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
     """``x + bias[None, :, None, None]`` for an NCHW ``x``, by the fast layout of ``_per_channel``; in
     dygraph training the bias gradient is a matrix product (``_AddBias``), as in ``add_bias``."""
-    if x.ndim == 4 and _bias_by_product(bias):
+    if x.ndim == 4 and _bias_by_product(x, bias):
         n, c, h, w = x.shape
         return _AddBias.apply(x.reshape([n, c, h * w]), bias.reshape([c]), True).reshape([n, c, h, w])
     return _per_channel(x, bias, paddle.add)
@@ -175,7 +175,7 @@ class Linear(nn.Linear):
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.bias is None or not _bias_by_product(self.bias) or not _segkit_kernels_apply(x):
+        if self.bias is None or not _bias_by_product(x, self.bias):
             return super().forward(x)
         return _AddBias.apply(paddle.matmul(x, self.weight), self.bias, False)
 
