@@ -7,8 +7,9 @@ from paddle import nn
 
 from segkit import ops
 from segkit.models import layers
-from segkit.models.layers import (Conv2D, Dropout2D, Linear, _bilinear_matrix, add_bias, add_channel_bias,
-                                 paddle_kernels, resize_bilinear, scale_channels)
+from segkit.models.layers import (GELU, Conv2D, Dropout2D, LayerNorm, Linear, _bilinear_matrix, add_bias,
+                                 add_channel_bias, attention, gelu, onednn_applies, paddle_kernels, resize_bilinear,
+                                 scale_channels, softmax)
 
 ONEDNN_CONV2D = ops.conv2d
 
@@ -221,3 +222,85 @@ def test_resize_bilinear_matches_interpolate(align_corners):
         np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=2e-5)
         np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
 
+
+
+def _grads_of(fn, inputs, seed=1):
+    """Output and input gradients of ``(fn(*inputs) * weights).sum()`` for fresh copies of ``inputs``."""
+    inputs = [t.detach() for t in inputs]
+    for t in inputs:
+        t.stop_gradient = False
+    out = fn(*inputs)
+    paddle.seed(seed)
+    grads = paddle.grad([(out * paddle.randn(out.shape)).sum()], inputs)
+    return [out.numpy()] + [g.numpy() for g in grads]
+
+
+def _assert_close_to_paddles(fn, inputs, rtol=1e-5):
+    """``fn`` through segkit.ops and on Paddle's kernels: output and gradients equal to float rounding."""
+    assert ops.available(), "the oneDNN operators must build here (g++, pip install --no-deps onednn-devel)"
+    ours = _grads_of(fn, inputs)
+    with paddle_kernels():
+        theirs = _grads_of(fn, inputs)
+    for got, want in zip(ours, theirs):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+
+
+@pytest.mark.parametrize("shape", [[2, 3, 50, 64], [7, 1], [4, 300]])
+def test_softmax_and_gelu_by_onednn_match_paddle(shape):
+    x = paddle.randn(shape) * 4
+    _assert_close_to_paddles(softmax, [x])
+    _assert_close_to_paddles(gelu, [x])
+    _assert_close_to_paddles(GELU(), [x])
+    _assert_close_to_paddles(softmax, [x.transpose(list(range(x.ndim))[::-1])])  # a strided view
+
+
+@pytest.mark.parametrize("shape, epsilon", [([2, 300, 64], 1e-6), ([5, 7, 3, 32], 1e-5), ([1, 160], 1e-5)])
+def test_layer_norm_by_onednn_matches_paddle(shape, epsilon):
+    """Output and gradients of input, weight and bias (random affine parameters, inputs off zero mean)."""
+    paddle.seed(0)
+    norm = LayerNorm(shape[-1], epsilon=epsilon)
+    norm.weight.set_value(paddle.randn(norm.weight.shape))
+    norm.bias.set_value(paddle.randn(norm.bias.shape))
+    x = paddle.randn(shape) * 3 + 2
+    _assert_close_to_paddles(lambda x, w, b: ops.layer_norm(x, w, b, epsilon) if onednn_applies(x)
+                             else nn.functional.layer_norm(x, shape[-1], w, b, epsilon), [x, norm.weight, norm.bias])
+    # the layer's own gradients (as training sees them) against paddle.nn.LayerNorm
+    theirs = nn.LayerNorm(shape[-1], epsilon=epsilon)
+    theirs.set_state_dict(norm.state_dict())
+    (out, grads), (ref, ref_grads) = _run(norm, x), _run(theirs, x)
+    for got, want in zip([out] + grads, [ref] + ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+def test_onednn_layers_fall_back_where_onednn_does_not_apply(monkeypatch):
+    """LayerNorm without bias or over two axes, the tanh GELU, float64 and traced programs: Paddle's kernels."""
+    calls = []
+    for name in ("softmax", "gelu", "layer_norm"):
+        original = getattr(ops, name)
+        monkeypatch.setattr(ops, name, lambda *args, _f=original: calls.append(1) or _f(*args))
+    x = paddle.randn([2, 6, 8])
+    LayerNorm(8, bias_attr=False)(x)
+    LayerNorm([6, 8])(x)
+    GELU(approximate=True)(x)
+    softmax(x.astype("float64")), gelu(x.astype("float64"))
+    paddle.jit.to_static(LayerNorm(8), full_graph=True)(x)
+    assert not calls
+    LayerNorm(8)(x), GELU()(x), softmax(x)
+    assert calls == [1, 1, 1]
+
+
+@pytest.mark.parametrize("dropout_p", [0.0, 0.3])
+def test_attention_matches_paddles_scaled_dot_product_attention(dropout_p):
+    """Same values, gradients and (seeded) dropout mask as F.scaled_dot_product_attention on [B, N, heads, dim]."""
+    q, k, v = paddle.randn([2, 40, 3, 16]), paddle.randn([2, 12, 3, 16]), paddle.randn([2, 12, 3, 16])
+
+    def ours(q, k, v):
+        paddle.seed(7)
+        return attention(q, k, v, dropout_p=dropout_p, training=True)
+
+    def theirs(q, k, v):
+        paddle.seed(7)
+        return nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, training=True)
+
+    for got, want in zip(_grads_of(ours, [q, k, v]), _grads_of(theirs, [q, k, v])):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())

@@ -7,6 +7,7 @@ import pytest
 from segkit.errors import ConfigError
 from segkit.losses import CrossEntropyLoss, MultiLoss, OhemCrossEntropyLoss
 from segkit.optim import AdamW, Momentum, build_lr_scheduler
+from helpers import KERNELS, kernels
 
 
 def manual_ce(logits, label, ignore, weight=None):
@@ -33,6 +34,40 @@ def test_cross_entropy_mean_over_labelled_pixels(weight):
     label[0, 0, :] = 255
     loss = CrossEntropyLoss(weight=weight)(paddle.to_tensor(logits), paddle.to_tensor(label))
     assert float(loss) == pytest.approx(manual_ce(logits, label, 255, weight), rel=1e-5)
+
+
+def manual_ce_grad(logits, label, ignore, weight):
+    """d(mean loss)/d logits: (softmax - one_hot(label)) * w(label) / sum of w over labelled pixels."""
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    valid = label != ignore
+    safe = np.where(valid, label, 0)
+    pixel_weight = np.asarray(weight, np.float64)[safe] * valid
+    one_hot = np.eye(logits.shape[1])[safe].transpose(0, 3, 1, 2)
+    return (prob - one_hot) * pixel_weight[:, None] / pixel_weight.sum()
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("weight", [None, [1.0, 2.0, 0.5, 1.5]])
+def test_cross_entropy_value_and_gradient(kernel, weight):
+    """On Paddle's kernel and segkit's oneDNN one (logits [N, C, H, W], classes on axis 1), against numpy."""
+    rng = np.random.default_rng(1)
+    logits = (rng.normal(size=(2, 4, 6, 7)) * 3).astype(np.float32)
+    label = rng.integers(0, 4, (2, 6, 7))
+    label[1, 2:4, :] = 255
+    x = paddle.to_tensor(logits, stop_gradient=False)
+    with kernels(kernel):
+        loss = CrossEntropyLoss(weight=weight)(x, paddle.to_tensor(label))
+        loss.backward()
+    assert float(loss) == pytest.approx(manual_ce(logits.astype(np.float64), label, 255, weight), rel=1e-5)
+    expected = manual_ce_grad(logits.astype(np.float64), label, 255, [1.0] * 4 if weight is None else weight)
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_cross_entropy_rejects_a_label_that_is_no_class():
+    """segkit's oneDNN cross-entropy names the bad label (the datasets check labels before, this is the last guard)."""
+    label = paddle.to_tensor(np.array([[[0, 1], [7, 255]]]))
+    with pytest.raises(Exception, match="label 7 is neither a class in \\[0, 3\\) nor ignore_index 255"):
+        CrossEntropyLoss()(paddle.randn([1, 3, 2, 2]), label)
 
 
 def test_all_ignored_gives_zero_loss():

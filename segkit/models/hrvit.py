@@ -43,7 +43,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import Conv2D, DropPath, add_bias, add_channel_bias
+from segkit.models.layers import Conv2D, DropPath, LayerNorm, add_bias, add_channel_bias, gelu, softmax
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -198,7 +198,7 @@ class FusionBlock(nn.Layer):
             for path, x in zip(row, xs):
                 y = path(x, size)
                 total = y if total is None else total + y
-            outs.append(F.gelu(total))
+            outs.append(gelu(total))
         return outs
 
 
@@ -209,7 +209,7 @@ class PatchEmbed(nn.Layer):
         super().__init__()
         self.pointwise = Conv2D(in_channels, dim, 1)
         self.depthwise = Conv2D(dim, dim, 3, padding=1, groups=dim)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return self.norm(to_nhwc(self.depthwise(self.pointwise(x))))
@@ -250,7 +250,7 @@ def _stripe_attention(q: paddle.Tensor, v: paddle.Tensor, stripe: int) -> paddle
     logits = paddle.matmul(q, v, transpose_y=True)
     if padded:
         logits = logits + _key_mask(h, pad, w, stripe, logits.dtype)
-    out = paddle.matmul(F.softmax(logits, axis=-1), v).reshape([b, h + pad, w, d])
+    out = paddle.matmul(softmax(logits), v).reshape([b, h + pad, w, d])
     return out[:, :h].contiguous() if padded else out
 
 
@@ -380,7 +380,7 @@ class DiversityShortcut(nn.Layer):
         shape = x.shape
         # 3-D transposes: Paddle copies 5-D strided views ~20x slower.
         y = add_bias(paddle.matmul(x.reshape([-1, self.k, self.p]), self.right.weight), self.right.bias)
-        y = F.gelu(y.transpose([0, 2, 1]))  # (tokens, p, k)
+        y = gelu(y.transpose([0, 2, 1]))  # (tokens, p, k)
         return add_bias(paddle.matmul(y, self.left.weight), self.left.bias).transpose([0, 2, 1]).reshape(shape)
 
 
@@ -409,7 +409,7 @@ class MixCFN(nn.Layer):
         for conv, w1, b1, w2 in zip((self.dw3, self.dw5), fc1_weights, fc1_biases, fc2_weights):
             y = paddle.matmul(w1, tokens, transpose_x=True, transpose_y=True).reshape([b, -1, h, w])
             y = add_channel_bias(y, b1)
-            y = F.gelu(conv(y)).reshape([b, -1, h * w])
+            y = gelu(conv(y)).reshape([b, -1, h * w])
             y = paddle.matmul(y, w2, transpose_x=True)
             out = y if out is None else out + y
         return add_bias(out, self.fc2.bias).reshape([b, h, w, c])
@@ -423,10 +423,10 @@ class HRViTBlock(nn.Layer):
         proj_drop: float = 0.0,
     ):
         super().__init__()
-        self.attn_norm = nn.LayerNorm(dim)
+        self.attn_norm = LayerNorm(dim)
         self.attn = CrossShapedAttention(dim, num_heads, window, proj_drop)
         self.shortcut = DiversityShortcut(dim)
-        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn_norm = LayerNorm(dim)
         self.ffn = MixCFN(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
@@ -482,7 +482,7 @@ class HRViTStage(nn.Layer):
                     ]
                 )
             )
-        self.norms = nn.LayerList([nn.LayerNorm(dim) for dim in out_channels])
+        self.norms = nn.LayerList([LayerNorm(dim) for dim in out_channels])
 
     def forward(self, xs: List[paddle.Tensor]) -> List[paddle.Tensor]:
         outs = []

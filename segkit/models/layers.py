@@ -348,3 +348,59 @@ class AdaptiveMaxPool2D(nn.Layer):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Softmax, GELU and LayerNorm by oneDNN in dygraph on the CPU (``segkit.ops``). Paddle 3.3 runs its
+# CPU kernels of these on one thread, and its LayerNorm backward slowly even there: forward +
+# backward on SegFormer-B0's shapes (2 threads, benchmarks/bench_layers.py) LayerNorm 4-8x, GELU
+# 2.5-3.5x, softmax 1.2-2x faster. Values agree to float rounding (1e-7 relative). Elsewhere
+# (traced programs, GPU, other dtypes, mixed precision, ``paddle_kernels()``) Paddle's kernels run.
+# ----------------------------------------------------------------------------------------------
+
+
+def onednn_applies(x: paddle.Tensor) -> bool:
+    """Whether ``segkit.ops`` computes on ``x`` (dygraph, float32 on the CPU, no mixed precision, built)."""
+    return _segkit_kernels_apply(x) and ops.available()
+
+
+def softmax(x: paddle.Tensor) -> paddle.Tensor:
+    """``F.softmax(x, axis=-1)``."""
+    return ops.softmax(x) if onednn_applies(x) else nn.functional.softmax(x, axis=-1)
+
+
+def gelu(x: paddle.Tensor) -> paddle.Tensor:
+    """``F.gelu(x)`` (the exact erf form)."""
+    return ops.gelu(x) if onednn_applies(x) else nn.functional.gelu(x)
+
+
+class GELU(nn.GELU):
+    """``paddle.nn.GELU`` computed by ``gelu`` (the tanh approximation stays Paddle's)."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        return super().forward(x) if self._approximate else gelu(x)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``paddle.nn.LayerNorm`` over the last axis, by oneDNN where ``segkit.ops`` runs: the same parameters,
+    names and values (checkpoints load unchanged). Without a weight or bias, or over several axes, Paddle's."""
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if len(self._normalized_shape) == 1 and self.weight is not None and self.bias is not None \
+                and onednn_applies(x):
+            return ops.layer_norm(x, self.weight, self.bias, self._epsilon)
+        return super().forward(x)
+
+
+def attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, dropout_p: float = 0.0,
+              training: bool = True) -> paddle.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, dropout_p=..., training=...)`` on [B, N, heads, dim]
+    tensors: on the CPU Paddle computes it from a matrix product, softmax and matrix product, as here,
+    where the softmax is ``softmax``."""
+    if not onednn_applies(q):
+        return nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, training=training)
+    q, k, v = (t.transpose([0, 2, 1, 3]) for t in (q, k, v))
+    weights = softmax(paddle.matmul(q * q.shape[-1] ** -0.5, k, transpose_y=True))
+    if dropout_p > 0.0:
+        weights = nn.functional.dropout(weights, dropout_p, training=training)
+    return paddle.matmul(weights, v).transpose([0, 2, 1, 3])

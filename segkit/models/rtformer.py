@@ -34,7 +34,7 @@ from paddle.nn import functional as F
 
 from segkit.errors import ConfigError
 from segkit.models.base import SegModel
-from segkit.models.layers import AdaptiveMaxPool2D, Conv2D, DropPath, conv2d
+from segkit.models.layers import GELU, AdaptiveMaxPool2D, Conv2D, DropPath, conv2d, softmax
 from segkit.registry import MODELS
 from segkit.weights import Tolerance
 
@@ -147,7 +147,7 @@ class FFN(nn.Layer):
         super().__init__()
         self.norm = batch_norm(channels, epsilon=1e-6)
         self.conv1 = Conv2D(channels, channels, 3, padding=1)
-        self.act = nn.GELU()
+        self.act = GELU()
         self.conv2 = Conv2D(channels, channels, 3, padding=1)
         self.drop = nn.Dropout(drop_rate)
 
@@ -192,7 +192,7 @@ class GPUFriendlyAttention(nn.Layer):
         attn = F.conv2d(self.norm(x), self.key, stride=self.stride)
         shape = paddle.shape(attn)
         attn = attn.reshape([0, self.groups, self.inter_channels // self.groups, -1])
-        attn = F.softmax(attn, axis=3)
+        attn = softmax(attn)  # over axis 3, the last
         attn = attn / (attn.sum(axis=2, keepdim=True) + 1e-6)
         return F.conv2d(attn.reshape(shape), self.value)
 

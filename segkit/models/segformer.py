@@ -44,8 +44,8 @@ from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import (Conv2D, Dropout2D, DropPath, Linear, add_bias, add_channel_bias, conv2d_nchw,
-                                  resize_bilinear)
+from segkit.models.layers import (GELU, Conv2D, Dropout2D, DropPath, LayerNorm, Linear, add_bias, add_channel_bias,
+                                  attention, conv2d_nchw, resize_bilinear)
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -95,7 +95,7 @@ class OverlapPatchEmbed(nn.Layer):
     def __init__(self, in_channels: int, embed_dim: int, kernel_size: int, stride: int):
         super().__init__()
         self.proj = Conv2D(in_channels, embed_dim, kernel_size, stride=stride, padding=kernel_size // 2)
-        self.norm = nn.LayerNorm(embed_dim, epsilon=DEFAULT_LN_EPS)
+        self.norm = LayerNorm(embed_dim, epsilon=DEFAULT_LN_EPS)
 
     def forward(self, x: paddle.Tensor) -> Tuple[paddle.Tensor, int, int]:
         """NCHW image/features -> tokens [B, H*W, C] and the token grid's (H, W)."""
@@ -138,7 +138,7 @@ class EfficientSelfAttention(nn.Layer):
         self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
             self.sr = Conv2D(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
-            self.sr_norm = nn.LayerNorm(dim, epsilon=DEFAULT_LN_EPS)
+            self.sr_norm = LayerNorm(dim, epsilon=DEFAULT_LN_EPS)
 
     def forward(self, x: paddle.Tensor, h: int, w: int) -> paddle.Tensor:
         b, n, c = x.shape
@@ -147,7 +147,7 @@ class EfficientSelfAttention(nn.Layer):
             grid = x.transpose([0, 2, 1]).reshape([b, c, h, w])
             x = self.sr_norm(self.sr(grid).flatten(2).transpose([0, 2, 1]))
         k, v = self.kv(x).reshape([b, -1, 2, self.num_heads, self.head_dim]).unbind(axis=2)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop, training=self.training)
+        out = attention(q, k, v, dropout_p=self.attn_drop, training=self.training)
         return self.proj_drop(self.proj(out.reshape([b, n, c])))
 
 
@@ -164,7 +164,7 @@ class MixFFN(nn.Layer):
         super().__init__()
         self.fc1 = Linear(dim, hidden_dim)
         self.dwconv = Conv2D(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
-        self.act = nn.GELU()
+        self.act = GELU()
         self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
@@ -209,9 +209,9 @@ class MiTBlock(nn.Layer):
         drop_path: float = 0.0,
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, epsilon=BLOCK_LN_EPS)
+        self.norm1 = LayerNorm(dim, epsilon=BLOCK_LN_EPS)
         self.attn = EfficientSelfAttention(dim, num_heads, sr_ratio, qkv_bias, attn_drop, drop)
-        self.norm2 = nn.LayerNorm(dim, epsilon=BLOCK_LN_EPS)
+        self.norm2 = LayerNorm(dim, epsilon=BLOCK_LN_EPS)
         self.ffn = MixFFN(dim, int(dim * mlp_ratio), drop)
         self.drop_path = DropPath(drop_path)
 
@@ -233,7 +233,7 @@ class MiTStage(nn.Layer):
         super().__init__()
         self.patch_embed = patch_embed
         self.blocks = nn.LayerList(blocks)
-        self.norm = nn.LayerNorm(dim, epsilon=BLOCK_LN_EPS)
+        self.norm = LayerNorm(dim, epsilon=BLOCK_LN_EPS)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         """NCHW in, NCHW out (at this stage's stride)."""

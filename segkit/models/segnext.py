@@ -45,7 +45,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import FAN_OUT, Dropout2D, conv2d, drop_path, resize_bilinear, scale_channels
+from segkit.models.layers import FAN_OUT, GELU, Dropout2D, conv2d, drop_path, gelu, resize_bilinear, scale_channels
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -111,7 +111,7 @@ class ConvAttention(nn.Layer):
         self.proj_out = _conv(dim, dim, 1)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.proj_out(self.msca(F.gelu(self.proj_in(x)))) + x
+        return self.proj_out(self.msca(gelu(self.proj_in(x)))) + x
 
 
 class ConvMlp(nn.Layer):
@@ -131,7 +131,7 @@ class ConvMlp(nn.Layer):
         self.dropout = dropout
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = F.gelu(self.dw(self.fc1(x)))
+        x = gelu(self.dw(self.fc1(x)))
         x = F.dropout(x, self.dropout, training=self.training)
         return F.dropout(self.fc2(x), self.dropout, training=self.training)
 
@@ -172,7 +172,7 @@ def _stem(in_channels: int, dim: int) -> nn.Sequential:
     return nn.Sequential(
         _conv(in_channels, dim // 2, 3, stride=2),
         nn.BatchNorm2D(dim // 2),
-        nn.GELU(),
+        GELU(),
         _conv(dim // 2, dim, 3, stride=2),
         nn.BatchNorm2D(dim),
     )

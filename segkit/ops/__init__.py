@@ -1,18 +1,22 @@
-"""Compiled operators for Paddle's dygraph on the CPU: convolutions by oneDNN.
+"""Compiled operators for Paddle's dygraph on the CPU, computed by oneDNN: convolutions, softmax, GELU,
+layer normalisation and the pixel-wise softmax cross-entropy.
 
 Paddle 3.3's dygraph computes a CPU convolution as an im2col copy and a GEMM per group, and its
 oneDNN kernels never run there (they do in exported programs, see ``segkit.engine.backends``). A
 depth-wise 7x7 convolution on 1x64x128x128 took 72 ms forward against oneDNN's 2.6 ms, a dense 3x3 on
-2x64x128x256 150 ms against 21 ms (``benchmarks/bench_layers.py``). ``conv2d`` calls oneDNN, the
-library Paddle ships in ``paddle/libs``, through a small C++ operator (``onednn_conv.cc``, forward
-and gradient) compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``, the
-first time a convolution runs (about 15 s; cached in ``~/.cache/segkit/ops``, or under
-``$SEGKIT_CACHE_DIR``). Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves
-out: ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
+2x64x128x256 150 ms against 21 ms (``benchmarks/bench_layers.py``). Its CPU softmax, GELU, LayerNorm
+and cross-entropy kernels run on one thread whatever the thread count (the LayerNorm backward and
+the cross-entropy over axis 1 slowly even so). segkit calls oneDNN, the library Paddle ships in
+``paddle/libs``, through small C++ operators with their gradients (``onednn_conv.cc``,
+``onednn_nn.cc``), compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``
+the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``, or under
+``$SEGKIT_CACHE_DIR``). Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves out:
+``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
 
-``SEGKIT_ONEDNN=0`` switches it off. Where it cannot be built, one warning line says why and
-Paddle's convolution runs; callers fall back to Paddle's convolution themselves elsewhere (traced
-programs, GPU tensors, other dtypes, mixed precision), see ``segkit.models.layers.conv2d_nchw``.
+``SEGKIT_ONEDNN=0`` switches them off. Where they cannot be built, one warning line says why and
+Paddle's kernels run; callers fall back to Paddle's kernels themselves elsewhere (traced programs,
+GPU tensors, other dtypes, mixed precision), see ``segkit.models.layers.onednn_applies`` and
+``conv2d_nchw``.
 """
 
 import contextlib
@@ -32,8 +36,10 @@ from paddle.utils.cpp_extension.extension_utils import load_op_meta_info_and_reg
 
 from segkit.logger import logger
 
-_OP = "segkit_conv2d"
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onednn_conv.cc")
+_OPS = ("segkit_conv2d", "segkit_softmax", "segkit_gelu", "segkit_layer_norm", "segkit_softmax_ce")
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_SOURCES = [os.path.join(_HERE, name) for name in ("onednn_conv.cc", "onednn_nn.cc")]
+_HEADER = os.path.join(_HERE, "onednn_common.h")
 _HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
 _state = {"loaded": None}  # None: not tried yet in this process
 
@@ -73,8 +79,9 @@ def _paddle_libs() -> str:
 def _build_dir() -> str:
     """The cache folder of this source, Paddle build and header folder."""
     digest = hashlib.sha256()
-    with open(_SOURCE, "rb") as f:
-        digest.update(f.read())
+    for path in _SOURCES + [_HEADER]:
+        with open(path, "rb") as f:
+            digest.update(f.read())
     digest.update(f"{paddle.__version__} {paddle.version.commit} {_header_dir()} {sys.version}".encode())
     return os.path.join(cache_root(), "ops", "onednn-" + digest.hexdigest()[:16])
 
@@ -87,12 +94,12 @@ def _compile(build_dir: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     script = ("import sys\nfrom paddle.utils.cpp_extension import load\n"
-              "load(name='segkit_onednn', sources=[sys.argv[1]], build_directory=sys.argv[2], "
-              "extra_include_paths=[sys.argv[3]], extra_cxx_cflags=['-O2'], "
-              "extra_ldflags=['-L' + sys.argv[4], '-l:libdnnl.so.3', '-Wl,-rpath,' + sys.argv[4]])\n")
+              "load(name='segkit_onednn', sources=sys.argv[4:], build_directory=sys.argv[1], "
+              "extra_include_paths=[sys.argv[2]], extra_cxx_cflags=['-O2'], "
+              "extra_ldflags=['-L' + sys.argv[3], '-l:libdnnl.so.3', '-Wl,-rpath,' + sys.argv[3]])\n")
     log = os.path.join(staging, "build.log")
     with open(log, "w") as out:
-        done = subprocess.run([sys.executable, "-c", script, _SOURCE, staging, include, libs],
+        done = subprocess.run([sys.executable, "-c", script, staging, include, libs] + _SOURCES,
                               stdout=out, stderr=subprocess.STDOUT, timeout=600)
     if done.returncode != 0 or not os.path.isfile(_library_in(staging)):
         failed = f"{build_dir}.failed"
@@ -129,12 +136,13 @@ def _load() -> None:
                 _compile(build_dir)
     except (OSError, subprocess.SubprocessError) as error:
         raise Unavailable(f"building the operator in {os.path.dirname(build_dir)} failed: {error}") from error
-    if _OP not in load_op_meta_info_and_register_op(library):
-        raise Unavailable(f"{library} does not define {_OP}")
+    missing = set(_OPS) - set(load_op_meta_info_and_register_op(library))
+    if missing:
+        raise Unavailable(f"{library} does not define {', '.join(sorted(missing))}")
 
 
 def available() -> bool:
-    """Whether oneDNN convolutions run in this process (built and loaded on the first call)."""
+    """Whether the oneDNN operators run in this process (built and loaded on the first call)."""
     if _state["loaded"] is None:
         _state["loaded"] = False
         if os.environ.get("SEGKIT_ONEDNN", "1") != "0":
@@ -142,8 +150,8 @@ def available() -> bool:
                 _load()
                 _state["loaded"] = True
             except Unavailable as reason:
-                logger.warning(f"oneDNN convolutions are off: {reason}. Paddle's own CPU convolution runs "
-                               "instead (several times slower); SEGKIT_ONEDNN=0 silences this.")
+                logger.warning(f"segkit's oneDNN operators are off: {reason}. Paddle's own CPU kernels run "
+                               "instead (convolutions several times slower); SEGKIT_ONEDNN=0 silences this.")
     return _state["loaded"]
 
 
@@ -155,6 +163,33 @@ def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor
            padding: Sequence[int], dilation: Sequence[int], groups: int) -> paddle.Tensor:
     """``F.conv2d`` (NCHW, float32, CPU, symmetric integer padding) by oneDNN; ``available()`` must hold."""
     bias = paddle.empty([0], dtype="float32") if bias is None else bias  # zero elements: no bias
-    (out,) = _C_ops._run_custom_op(_OP, x, weight, bias, _pair(stride),
+    (out,) = _C_ops._run_custom_op("segkit_conv2d", x, weight, bias, _pair(stride),
                                    _pair(padding), _pair(dilation), int(groups))
     return out
+
+
+def softmax(x: paddle.Tensor) -> paddle.Tensor:
+    """``F.softmax(x, axis=-1)`` (float32, CPU, contiguous) by oneDNN; ``available()`` must hold."""
+    (out,) = _C_ops._run_custom_op("segkit_softmax", x)
+    return out
+
+
+def gelu(x: paddle.Tensor) -> paddle.Tensor:
+    """``F.gelu(x)`` (the exact erf form; float32, CPU, contiguous) by oneDNN; ``available()`` must hold."""
+    (out,) = _C_ops._run_custom_op("segkit_gelu", x)
+    return out
+
+
+def layer_norm(x: paddle.Tensor, weight: paddle.Tensor, bias: paddle.Tensor, epsilon: float) -> paddle.Tensor:
+    """``F.layer_norm`` over the last axis with a weight and a bias (float32, CPU, contiguous) by oneDNN;
+    ``available()`` must hold."""
+    out, _, _ = _C_ops._run_custom_op("segkit_layer_norm", x, weight, bias, float(epsilon))
+    return out
+
+
+def softmax_cross_entropy(logits: paddle.Tensor, label: paddle.Tensor, ignore_index: int) -> paddle.Tensor:
+    """Per-pixel cross-entropy of ``logits`` [N, C, ...] against int64 ``label`` [N, ...] over axis 1, 0 (and
+    no gradient) where the label is ``ignore_index`` (float32, CPU, contiguous) by oneDNN; a label outside
+    [0, C) raises. ``available()`` must hold."""
+    loss, _ = _C_ops._run_custom_op("segkit_softmax_ce", logits, label, int(ignore_index))
+    return loss

@@ -6,37 +6,15 @@
 // symmetric. Primitives are created once per geometry and kept; oneDNN chooses its own memory
 // layouts and the data is reordered into them and back.
 
-#include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "oneapi/dnnl/dnnl.hpp"
-#include "paddle/extension.h"
+#include "onednn_common.h"
 
 namespace {
 
-using dnnl::memory;
-using Dims = memory::dims;
-using Tag = memory::format_tag;
-using Ints = std::vector<int>;
-
-constexpr size_t kMaxCachedGeometries = 512;
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
-}
-
-dnnl::stream& cpu_stream() {
-  thread_local dnnl::stream stream(cpu_engine());
-  return stream;
-}
-
-memory::desc any_layout(const Dims& dims) { return memory::desc(dims, memory::data_type::f32, Tag::any); }
-
-memory::desc plain_layout(const Dims& dims, Tag tag) { return memory::desc(dims, memory::data_type::f32, tag); }
+using namespace segkit;  // NOLINT: the shared oneDNN helpers
 
 // The shapes of one convolution in oneDNN's terms, and a key naming them.
 //
@@ -74,10 +52,7 @@ struct Geometry {
     strides = {stride[h], stride[v]};
     dilates = {dilation[h] - 1, dilation[v] - 1};  // oneDNN counts the gaps
     padding = {pad[h], pad[v]};
-    for (const Dims& part : {src, weights, strides, dilates, padding}) {
-      for (int64_t d : part) key += std::to_string(d) + ",";
-      key += ";";
-    }
+    for (const Dims& part : {src, weights, strides, dilates, padding}) key += dims_key(part);
     key += has_bias ? "b" : "-";
     key += transposed ? "t" : "";
   }
@@ -113,47 +88,16 @@ struct Primitives {
   }
 };
 
-std::mutex cache_mutex;
-
 Primitives& primitives(const Geometry& g, bool backward) {
-  static std::unordered_map<std::string, std::unique_ptr<Primitives>> cache;
-  std::lock_guard<std::mutex> lock(cache_mutex);
-  auto found = cache.find(g.key);
-  if (found == cache.end()) {
-    if (cache.size() >= kMaxCachedGeometries) cache.clear();  // e.g. whole images of many sizes
-    found = cache.emplace(g.key, std::unique_ptr<Primitives>(new Primitives(g))).first;
-  }
-  if (backward) found->second->make_backward(g);
-  return *found->second;
-}
-
-// A tensor's buffer as oneDNN memory in Paddle's plain layout.
-memory wrap(const Dims& dims, Tag tag, const paddle::Tensor& t) {
-  return memory(plain_layout(dims, tag), cpu_engine(), const_cast<float*>(t.data<float>()));
-}
-
-// ``user`` in the layout a primitive wants: the same buffer, or a reordered copy.
-memory as_layout(const memory::desc& wanted, const memory& user) {
-  if (wanted == user.get_desc()) return user;
-  memory copy(wanted, cpu_engine());
-  dnnl::reorder(user, copy).execute(cpu_stream(), const_cast<memory&>(user), copy);
-  return copy;
-}
-
-// Memory for a primitive's output: the user's buffer when the layouts agree, else a scratch buffer.
-memory output_for(const memory::desc& wanted, const memory& user) {
-  return wanted == user.get_desc() ? user : memory(wanted, cpu_engine());
-}
-
-void copy_back(const memory& produced, memory& user) {
-  if (produced.get_desc() == user.get_desc()) return;
-  dnnl::reorder(produced, user).execute(cpu_stream(), const_cast<memory&>(produced), user);
+  static PrimitiveCache<Primitives> cache;
+  Primitives& p = cache.get(g.key, [&g] { return new Primitives(g); });
+  if (backward) p.make_backward(g);
+  return p;
 }
 
 void check_inputs(const paddle::Tensor& x, const paddle::Tensor& w) {
-  PD_CHECK(x.is_cpu() && w.is_cpu(), "segkit_conv2d: CPU tensors only");
-  PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && w.dtype() == paddle::DataType::FLOAT32,
-           "segkit_conv2d: float32 only");
+  check_float_cpu(x, "segkit_conv2d");
+  check_float_cpu(w, "segkit_conv2d");
   PD_CHECK(x.shape().size() == 4 && w.shape().size() == 4, "segkit_conv2d: NCHW input and OIHW weights");
 }
 
