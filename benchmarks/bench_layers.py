@@ -8,6 +8,11 @@ Rows (forward + backward, float32, the compute threads of ``--threads``, default
     ``paddle.nn.Linear`` against ``segkit.models.layers.Linear`` (the bias gradient a matrix product);
   * channel dropout (p 0.1) on SegFormer's 2x256x128x128 decoder map: ``paddle.nn.Dropout2D``
     against ``segkit.models.layers.Dropout2D``;
+  * oneDNN's softmax, GELU, LayerNorm and cross-entropy (``segkit.ops``) against Paddle's kernels, on
+    SegFormer-B0's first-stage shapes (train batch 2): ``paddle.nn.LayerNorm`` / ``GELU`` against
+    ``segkit.models.layers.LayerNorm`` / ``GELU``, ``F.softmax`` over the last axis of the attention
+    weights against ``layers.softmax``, and ``CrossEntropyLoss`` on 150-class 512x512 logits on Paddle's
+    kernel (``paddle_kernels()``) against oneDNN's;
   * bilinear resizes: ``F.interpolate`` against ``segkit.models.layers.resize_bilinear`` (two
     matrix products), for RTFormer's 8x logits upsampling (19x64x128 -> 512x1024) and a decoder
     resize (256x16x16 -> 128x128);
@@ -35,7 +40,9 @@ import paddle.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segkit import runtime  # noqa: E402
-from segkit.models.layers import Dropout2D, Linear, add_channel_bias, conv2d_nchw, resize_bilinear  # noqa: E402
+from segkit.losses import CrossEntropyLoss  # noqa: E402
+from segkit.models.layers import (GELU, Dropout2D, LayerNorm, Linear, add_channel_bias, conv2d_nchw,  # noqa: E402
+                                  paddle_kernels, resize_bilinear, softmax)
 
 PROBE = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
 
@@ -62,6 +69,7 @@ def rows():
     x = paddle.randn([2, 256, 128, 128])
     yield "bias add 2x256x128x128", forward_backward(plain_bias, x, bias), forward_backward(add_channel_bias, x, bias)
     yield from layer_rows()
+    yield from onednn_rows()
     for shape, size in (([1, 19, 64, 128], [512, 1024]), ([1, 256, 16, 16], [128, 128])):
         name = f"bilinear {'x'.join(map(str, shape[1:]))} -> {size[0]}x{size[1]}"
         kernel = lambda t, _, s=size: F.interpolate(t, size=s, mode="bilinear")  # noqa: E731
@@ -76,6 +84,8 @@ def layer_rows():
     pairs = (
         ("linear 2x16384x32 -> 128", [2, 16384, 32], paddle.nn.Linear, Linear, (32, 128)),
         ("dropout2d p 0.1, 2x256x128x128", [2, 256, 128, 128], paddle.nn.Dropout2D, Dropout2D, (0.1,)),
+        ("layernorm 2x16384x32", [2, 16384, 32], paddle.nn.LayerNorm, LayerNorm, (32,)),
+        ("gelu 2x16384x128", [2, 16384, 128], paddle.nn.GELU, GELU, ()),
     )
     for name, shape, theirs, ours, args in pairs:
         paddle.seed(0)
@@ -84,6 +94,22 @@ def layer_rows():
         segkit = ours(*args)
         x = paddle.randn(shape)
         yield name, forward_backward(lambda t, _, f=plain: f(t), x, None), forward_backward(lambda t, _, f=segkit: f(t), x, None)
+
+
+def onednn_rows():
+    """(name, Paddle's step, segkit's oneDNN step) for the attention softmax and the cross-entropy."""
+    scores = paddle.randn([2, 1, 16384, 256])
+    yield ("softmax 2x1x16384x256 (last axis)", forward_backward(lambda t, _: F.softmax(t, axis=-1), scores, None),
+           forward_backward(lambda t, _: softmax(t), scores, None))
+    criterion = CrossEntropyLoss()
+
+    def on_paddles_kernel(logits, label):
+        with paddle_kernels():
+            return criterion(logits, label)
+
+    logits, label = paddle.randn([2, 150, 512, 512]), paddle.randint(0, 150, [2, 512, 512])
+    yield ("cross-entropy 2x150x512x512", forward_backward(on_paddles_kernel, logits, label),
+           forward_backward(criterion, logits, label))
 
 
 CONVS = [  # name, input shape, weight shape, stride, padding, groups

@@ -45,7 +45,8 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import FAN_OUT, GELU, Dropout2D, conv2d, drop_path, gelu, resize_bilinear, scale_channels
+from segkit.models.layers import (FAN_OUT, GELU, Dropout2D, LayerNorm, conv2d, drop_path, gelu, resize_bilinear,
+                                  scale_channels)
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -208,7 +209,7 @@ class MSCANStage(nn.Layer):
         super().__init__()
         self.embed = embed
         self.blocks = nn.Sequential(*blocks)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         return _channel_layer_norm(self.norm, self.blocks(self.embed(x)))
