@@ -7,7 +7,7 @@ from paddle import nn
 
 from segkit import ops
 from segkit.models import layers
-from segkit.models.layers import (GELU, Conv2D, Dropout2D, LayerNorm, Linear, _bilinear_matrix, add_bias,
+from segkit.models.layers import (GELU, Conv2D, Dropout2D, LayerNorm, Linear, _bilinear_matrix, add_all, add_bias,
                                  add_channel_bias, attention, gelu, onednn_applies, paddle_kernels, resize_bilinear,
                                  scale_channels, softmax)
 
@@ -133,6 +133,35 @@ def test_bias_adds_keep_paddles_add_without_gradients_inside_paddle_kernels_or_f
         np.testing.assert_array_equal(_bias_run(ours, x, bias)[2], _bias_run(theirs, x, bias)[2])
     x64, bias64 = x.astype("float64"), bias.astype("float64")  # not float32: Paddle's add
     np.testing.assert_array_equal(_bias_run(ours, x64, bias64)[2], _bias_run(theirs, x64, bias64)[2])
+
+
+def test_add_all_equals_chained_adds_with_the_same_gradients(monkeypatch):
+    """Bit for bit, values and gradients, also for an input used twice and elsewhere and a frozen
+    input; without gradients the inputs may come from a generator."""
+    calls = []
+    apply = layers._Sum.apply
+    monkeypatch.setattr(layers._Sum, "apply", lambda *args: calls.append(1) or apply(*args))
+    leaves = [paddle.randn([2, 3, 4, 5]) for _ in range(3)]
+
+    def run(summed):
+        for t in leaves[:2]:
+            t.stop_gradient = False
+        maps = [leaves[0] * 2, leaves[1] * 3, leaves[2]]
+        out = summed([maps[0], maps[1], maps[2], maps[0]])
+        paddle.seed(1)
+        ((out * paddle.randn(out.shape)).sum() + (maps[0] * maps[1]).sum()).backward()
+        grads = [t.grad.numpy() for t in leaves[:2]]
+        for t in leaves[:2]:
+            t.clear_gradient()
+        return [out.numpy()] + grads
+
+    got, want = run(add_all), run(lambda ts: ((ts[0] + ts[1]) + ts[2]) + ts[3])
+    assert calls == [1]
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    with paddle.no_grad():
+        np.testing.assert_array_equal(add_all(t for t in leaves).numpy(), (leaves[0] + leaves[1] + leaves[2]).numpy())
+    assert calls == [1]
 
 
 def _linear_pair(bias: bool):

@@ -44,8 +44,8 @@ from paddle import nn
 
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import (GELU, Conv2D, Dropout2D, DropPath, LayerNorm, Linear, add_bias, add_channel_bias,
-                                  attention, conv2d_nchw, resize_bilinear)
+from segkit.models.layers import (GELU, Conv2D, Dropout2D, DropPath, LayerNorm, Linear, add_all, add_bias,
+                                  add_channel_bias, attention, conv2d_nchw, resize_bilinear)
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -420,18 +420,18 @@ class AllMLPHead(nn.Layer):
         bias = paddle.matmul(fuse_slice, linear.bias.unsqueeze(1)).squeeze(1)  # [E_out]
         return conv2d_nchw(feat, weight.unsqueeze([2, 3]), bias)
 
+    def resized_level(self, level: int, feat: paddle.Tensor, size) -> paddle.Tensor:
+        """``fused_level`` resized to ``size``, the finest level's resolution (where it already is)."""
+        y = self.fused_level(level, feat)
+        return resize_bilinear(y, size, self.align_corners) if level > 0 else y
+
     def forward(self, feats: Sequence[paddle.Tensor]) -> paddle.Tensor:
         """Feature maps (finest first, NCHW) -> logits at the finest map's resolution."""
         if len(feats) != len(self.in_channels):
             raise ValueError(f"AllMLPHead expects {len(self.in_channels)} feature maps, got {len(feats)}")
         size = feats[0].shape[2:]
-        fused = None
         # Coarse levels first, so the sum runs in the same order as upstream's concatenation.
-        for level in reversed(range(len(feats))):
-            y = self.fused_level(level, feats[level])
-            if level > 0:
-                y = resize_bilinear(y, size, self.align_corners)
-            fused = y if fused is None else fused + y
+        fused = add_all(self.resized_level(level, feats[level], size) for level in reversed(range(len(feats))))
         x = self.fuse.act(self.fuse.bn(fused))
         return self.classifier(self.dropout(x))
 
