@@ -164,6 +164,31 @@ def test_add_all_equals_chained_adds_with_the_same_gradients(monkeypatch):
     assert calls == [1]
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_dropout_pointwise_equals_dropout_then_conv(training):
+    """The same channels dropped (same seed), outputs and gradients to float rounding; in eval, Paddle's."""
+    paddle.seed(0)
+    dropout, conv = Dropout2D(0.4), Conv2D(16, 5, 1)
+    dropout.train() if training else dropout.eval()
+    x = paddle.randn([3, 16, 6, 7])
+    x.stop_gradient = False
+    conv_calls = []
+    conv.register_forward_pre_hook(lambda *args: conv_calls.append(1))
+    results = []
+    for fn in (layers.dropout_pointwise, lambda t, d, c: c(d(t))):
+        paddle.seed(7)
+        out = fn(x, dropout, conv)
+        (out * paddle.randn(out.shape)).sum().backward()
+        results.append((out.numpy(), [t.grad.numpy() for t in (x, conv.weight, conv.bias)]))
+        x.clear_gradient()
+        conv.clear_gradients()
+    (out, grads), (ref, ref_grads) = results
+    for got, want in zip([out] + grads, [ref] + ref_grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert (np.abs(grads[0]).sum(axis=(2, 3)) == 0).any() == training  # whole channels dropped
+    assert len(conv_calls) == (1 if training else 2)  # training: the folded product, not the layer
+
+
 def _linear_pair(bias: bool):
     """segkit's Linear and paddle.nn.Linear with the same parameters."""
     ours, theirs = Linear(5, 7, bias_attr=None if bias else False), nn.Linear(5, 7, bias_attr=None if bias else False)

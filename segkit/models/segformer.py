@@ -45,7 +45,7 @@ from paddle import nn
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models.base import Backbone, SegModel
 from segkit.models.layers import (GELU, Conv2D, Dropout2D, DropPath, LayerNorm, Linear, add_all, add_bias,
-                                  add_channel_bias, attention, conv2d_nchw, resize_bilinear)
+                                  add_channel_bias, attention, conv2d_nchw, dropout_pointwise, resize_bilinear)
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -433,7 +433,7 @@ class AllMLPHead(nn.Layer):
         # Coarse levels first, so the sum runs in the same order as upstream's concatenation.
         fused = add_all(self.resized_level(level, feats[level], size) for level in reversed(range(len(feats))))
         x = self.fuse.act(self.fuse.bn(fused))
-        return self.classifier(self.dropout(x))
+        return dropout_pointwise(x, self.dropout, self.classifier)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -45,8 +45,8 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone, SegModel
-from segkit.models.layers import (FAN_OUT, GELU, Dropout2D, LayerNorm, conv2d, drop_path, gelu, resize_bilinear,
-                                  scale_channels)
+from segkit.models.layers import (FAN_OUT, GELU, Dropout2D, LayerNorm, conv2d, drop_path, dropout_pointwise, gelu,
+                                  resize_bilinear, scale_channels)
 from segkit.models.upstream import backbone_part, rename_bn_buffer, strip_training_wrappers
 from segkit.registry import BACKBONES, MODELS
 from segkit.weights import Tolerance
@@ -472,7 +472,7 @@ class LightHamHead(nn.Layer):
         feats = feats[:1] + [resize_bilinear(f, size, self.align_corners)
                              for f in feats[1:]]
         x = self.ham(self.squeeze(paddle.concat(feats, axis=1)))
-        return self.classifier(self.dropout(self.align(x)))
+        return dropout_pointwise(self.align(x), self.dropout, self.classifier)
 
 
 def _check_head_widths(decoder_channels: int, ham_channels: int, num_groups: int, nmf_groups: int) -> None:
