@@ -60,6 +60,8 @@ def test_conv2d_on_paddles_kernel_matches_paddle_bit_for_bit(kwargs):
 
 @pytest.mark.parametrize("kwargs", CONV_CASES[:3] + [
     dict(kernel_size=7, padding=3, groups=16),  # HRViT's depth-wise 7x7
+    dict(kernel_size=5, stride=4, padding=2, groups=16),  # depth-wise weight gradients by segkit's own loop
+    dict(kernel_size=5, padding=4, dilation=2, groups=16, bias_attr=False),
     dict(kernel_size=(21, 1), padding=(10, 0), groups=16),  # SegNeXt's strips
     dict(kernel_size=3, padding=2, dilation=2, groups=4),
     dict(kernel_size=7, stride=4, padding=3),  # SegFormer's first patch embedding

@@ -42,6 +42,11 @@ _SOURCES = [os.path.join(_HERE, name) for name in ("onednn_conv.cc", "onednn_nn.
 _HEADER = os.path.join(_HERE, "onednn_common.h")
 _HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
 _state = {"loaded": None}  # None: not tried yet in this process
+# Run by a child Python: argv = the build folder, oneDNN's include folder, Paddle's libs folder, the sources.
+_BUILD_SCRIPT = ("import sys\nfrom paddle.utils.cpp_extension import load\n"
+                 "load(name='segkit_onednn', sources=sys.argv[4:], build_directory=sys.argv[1], "
+                 "extra_include_paths=[sys.argv[2]], extra_cxx_cflags=['-O3', '-fopenmp'], "
+                 "extra_ldflags=['-fopenmp', '-L' + sys.argv[3], '-l:libdnnl.so.3', '-Wl,-rpath,' + sys.argv[3]])\n")
 
 
 def _library_in(build_dir: str) -> str:
@@ -82,6 +87,7 @@ def _build_dir() -> str:
     for path in _SOURCES + [_HEADER]:
         with open(path, "rb") as f:
             digest.update(f.read())
+    digest.update(_BUILD_SCRIPT.encode())
     digest.update(f"{paddle.__version__} {paddle.version.commit} {_header_dir()} {sys.version}".encode())
     return os.path.join(cache_root(), "ops", "onednn-" + digest.hexdigest()[:16])
 
@@ -93,13 +99,9 @@ def _compile(build_dir: str) -> None:
     staging = f"{build_dir}.building-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
-    script = ("import sys\nfrom paddle.utils.cpp_extension import load\n"
-              "load(name='segkit_onednn', sources=sys.argv[4:], build_directory=sys.argv[1], "
-              "extra_include_paths=[sys.argv[2]], extra_cxx_cflags=['-O2'], "
-              "extra_ldflags=['-L' + sys.argv[3], '-l:libdnnl.so.3', '-Wl,-rpath,' + sys.argv[3]])\n")
     log = os.path.join(staging, "build.log")
     with open(log, "w") as out:
-        done = subprocess.run([sys.executable, "-c", script, staging, include, libs] + _SOURCES,
+        done = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, staging, include, libs] + _SOURCES,
                               stdout=out, stderr=subprocess.STDOUT, timeout=600)
     if done.returncode != 0 or not os.path.isfile(_library_in(staging)):
         failed = f"{build_dir}.failed"
