@@ -191,6 +191,12 @@ def test_dropout_pointwise_equals_dropout_then_conv(training):
     assert len(conv_calls) == (1 if training else 2)  # training: the folded product, not the layer
 
 
+@pytest.mark.parametrize("shape", [[2, 5, 3, 4], [1, 5, 3, 4], [2, 1, 3, 4], [2, 5, 1, 4]])
+def test_swap_middle_is_the_transpose(shape):
+    x = paddle.randn(shape)
+    np.testing.assert_array_equal(layers.swap_middle(x).numpy(), x.numpy().transpose(0, 2, 1, 3))
+
+
 def _linear_pair(bias: bool):
     """segkit's Linear and paddle.nn.Linear with the same parameters."""
     ours, theirs = Linear(5, 7, bias_attr=None if bias else False), nn.Linear(5, 7, bias_attr=None if bias else False)

@@ -43,7 +43,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import Conv2D, DropPath, LayerNorm, add_bias, add_channel_bias, gelu, softmax
+from segkit.models.layers import Conv2D, DropPath, LayerNorm, add_bias, add_channel_bias, gelu, softmax, swap_middle
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -62,21 +62,6 @@ def _trunc_normal_linears(layer: nn.Layer) -> None:
             init(sub.weight)
             if sub.bias is not None:
                 zeros(sub.bias)
-
-
-# Paddle (3.3, CPU) copies a strided view fast when it is a transpose with at most three dimensions of
-# size > 1, and about 15x slower otherwise (four or more, or a size-1 dimension with an odd stride):
-# transposes here are 3-D ones, each copied at once.
-
-
-def swap_middle(x: paddle.Tensor) -> paddle.Tensor:
-    """(B, P, Q, D) -> (B, Q, P, D), contiguous, by 3-D transposes."""
-    b, p, q, d = x.shape
-    if isinstance(b, int) and b == 1:
-        return x.reshape([p, q, d]).transpose([1, 0, 2]).contiguous().reshape([1, q, p, d])
-    x = x.reshape([b, p, q * d]).transpose([0, 2, 1]).contiguous()  # (B, Q * D, P)
-    x = x.reshape([b * q, d, p]).transpose([0, 2, 1]).contiguous()
-    return x.reshape([b, q, p, d])
 
 
 def to_nchw(x: paddle.Tensor) -> paddle.Tensor:

@@ -452,6 +452,23 @@ class LayerNorm(nn.LayerNorm):
         return super().forward(x)
 
 
+# Paddle (3.3, CPU) copies a strided view fast when it is a transpose with at most three dimensions of
+# size > 1, and about 15x slower otherwise (four or more, or a size-1 dimension with an odd stride):
+# ``swap_middle`` transposes by 3-D transposes, each copied at once.
+
+
+def swap_middle(x: paddle.Tensor) -> paddle.Tensor:
+    """(B, P, Q, D) -> (B, Q, P, D), contiguous, by 3-D transposes (a reshape where P or Q is 1)."""
+    b, p, q, d = x.shape
+    if all(isinstance(n, int) for n in (p, q)) and 1 in (p, q):
+        return x.reshape([0, q, p, d])  # 0: B as it is (also where it is unknown, in a traced program)
+    if isinstance(b, int) and b == 1:
+        return x.reshape([p, q, d]).transpose([1, 0, 2]).contiguous().reshape([1, q, p, d])
+    x = x.reshape([b, p, q * d]).transpose([0, 2, 1]).contiguous()  # (B, Q * D, P)
+    x = x.reshape([b * q, d, p]).transpose([0, 2, 1]).contiguous()
+    return x.reshape([b, q, p, d])
+
+
 def attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, dropout_p: float = 0.0,
               training: bool = True) -> paddle.Tensor:
     """``F.scaled_dot_product_attention(q, k, v, dropout_p=..., training=...)`` on [B, N, heads, dim]
@@ -459,8 +476,8 @@ def attention(q: paddle.Tensor, k: paddle.Tensor, v: paddle.Tensor, dropout_p: f
     where the softmax is ``softmax``."""
     if not onednn_applies(q):
         return nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, training=training)
-    q, k, v = (t.transpose([0, 2, 1, 3]) for t in (q, k, v))
+    q, k, v = (swap_middle(t) for t in (q, k, v))  # heads first, copied by 3-D transposes
     weights = softmax(paddle.matmul(q * q.shape[-1] ** -0.5, k, transpose_y=True))
     if dropout_p > 0.0:
         weights = nn.functional.dropout(weights, dropout_p, training=training)
-    return paddle.matmul(weights, v).transpose([0, 2, 1, 3])
+    return swap_middle(paddle.matmul(weights, v))
