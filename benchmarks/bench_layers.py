@@ -13,9 +13,10 @@ Rows (forward + backward, float32, the compute threads of ``--threads``, default
     ``segkit.models.layers.LayerNorm`` / ``GELU``, ``F.softmax`` over the last axis of the attention
     weights against ``layers.softmax``, and ``CrossEntropyLoss`` on 150-class 512x512 logits on Paddle's
     kernel (``paddle_kernels()``) against oneDNN's;
-  * bilinear resizes: ``F.interpolate`` against ``segkit.models.layers.resize_bilinear`` (two
-    matrix products), for RTFormer's 8x logits upsampling (19x64x128 -> 512x1024) and a decoder
-    resize (256x16x16 -> 128x128);
+  * bilinear resizes: ``F.interpolate`` against ``segkit.models.layers.resize_bilinear`` (segkit's
+    two-pass operator), for RTFormer's 8x logits upsampling (19x64x128 -> 512x1024), a decoder resize
+    (256x16x16 -> 128x128) and the training loss's 4x upsampling of SegFormer-B0's 150-class logits
+    (batch 2, 128x128 -> 512x512);
   * convolutions: ``F.conv2d`` (Paddle's CPU kernel) against ``segkit.models.layers.conv2d_nchw``
     (oneDNN, ``segkit.ops``) for the families' shapes: depth-wise 7x7 (HRViT), 5x5 and 1x21 / 21x1
     strips (SegNeXt), 3x3 (SegFormer's MixFFN), dense 3x3 (RTFormer), SegFormer's 7x7 stride-4 patch
@@ -70,7 +71,8 @@ def rows():
     yield "bias add 2x256x128x128", forward_backward(plain_bias, x, bias), forward_backward(add_channel_bias, x, bias)
     yield from layer_rows()
     yield from onednn_rows()
-    for shape, size in (([1, 19, 64, 128], [512, 1024]), ([1, 256, 16, 16], [128, 128])):
+    resizes = (([1, 19, 64, 128], [512, 1024]), ([1, 256, 16, 16], [128, 128]), ([2, 150, 128, 128], [512, 512]))
+    for shape, size in resizes:
         name = f"bilinear {'x'.join(map(str, shape[1:]))} -> {size[0]}x{size[1]}"
         kernel = lambda t, _, s=size: F.interpolate(t, size=s, mode="bilinear")  # noqa: E731
         products = lambda t, _, s=size: resize_bilinear(t, s)  # noqa: E731

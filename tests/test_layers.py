@@ -266,9 +266,17 @@ def test_bilinear_weights_are_paddles(align_corners):
                                       along_columns[0, 0].numpy().T)
 
 
+@pytest.mark.parametrize("way", ["operator", "products"])
 @pytest.mark.parametrize("align_corners", [False, True])
-def test_resize_bilinear_matches_interpolate(align_corners):
-    """Values and input gradients as F.interpolate's to float rounding, for up- and down-sizing."""
+def test_resize_bilinear_matches_interpolate(align_corners, way, monkeypatch):
+    """Values and input gradients as F.interpolate's to float rounding, for up- and down-sizing: by
+    segkit's operator, and by the matrix products where the operators are not built."""
+    assert ops.available()
+    calls = []
+    original = ops.resize_bilinear
+    monkeypatch.setattr(ops, "resize_bilinear", lambda *args: calls.append(1) or original(*args))
+    if way == "products":
+        monkeypatch.setattr(ops, "available", lambda: False)
     rng = np.random.default_rng(1)
     for (h, w), size in [((8, 16), (64, 128)), ((13, 9), (5, 31)), ((1, 1), (4, 6)), ((16, 16), paddle.to_tensor([40, 24]))]:
         x = paddle.to_tensor(rng.standard_normal((2, 3, h, w)).astype("float32"))
@@ -283,7 +291,7 @@ def test_resize_bilinear_matches_interpolate(align_corners):
             grads.append(x.grad.numpy() / out.size)
         np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=2e-5)
         np.testing.assert_allclose(grads[0], grads[1], rtol=1e-5, atol=1e-5)
-
+    assert len(calls) == (4 if way == "operator" else 0)
 
 
 def _grads_of(fn, inputs, seed=1):

@@ -250,10 +250,10 @@ def conv2d(in_channels: int, out_channels: int, kernel_size: Union[int, Sequence
 
 
 @functools.lru_cache(maxsize=64)
-def _bilinear_matrix(n_in: int, n_out: int, align_corners: bool, rows: bool) -> np.ndarray:
-    """``[n_out, n_in]`` weights of a 1-D bilinear resize along the rows (height) or the columns,
-    with the source positions and weights computed as Paddle's CPU kernel computes them
-    (``align_mode`` 0: half-pixel centres, clamped; for rows it computes the centre in double)."""
+def _bilinear_taps(n_in: int, n_out: int, align_corners: bool, rows: bool) -> np.ndarray:
+    """``[n_out, 3]`` float32: for each output row (height) or column of a 1-D bilinear resize, the low
+    and high source index and the weight of the high one, computed as Paddle's CPU kernel computes
+    them (``align_mode`` 0: half-pixel centres, clamped; for rows it computes the centre in double)."""
     dst = np.arange(n_out)
     position = dst.astype(np.float32)
     if n_out == 1:
@@ -268,10 +268,17 @@ def _bilinear_matrix(n_in: int, n_out: int, align_corners: bool, rows: bool) -> 
         src = np.maximum(ratio * (position + np.float32(0.5)) - np.float32(0.5), np.float32(0))
     low = src.astype(np.int64)
     high = np.minimum(low + 1, n_in - 1)
-    weight = src - low.astype(np.float32)
+    return np.stack([low, high, src - low.astype(np.float32)], axis=1).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_matrix(n_in: int, n_out: int, align_corners: bool, rows: bool) -> np.ndarray:
+    """``[n_out, n_in]`` weights of a 1-D bilinear resize (``_bilinear_taps`` as a matrix)."""
+    taps = _bilinear_taps(n_in, n_out, align_corners, rows)
+    low, high, weight = taps[:, 0].astype(np.int64), taps[:, 1].astype(np.int64), taps[:, 2]
     matrix = np.zeros((n_out, n_in), np.float32)
-    np.add.at(matrix, (dst, low), np.float32(1) - weight)
-    np.add.at(matrix, (dst, high), weight)
+    np.add.at(matrix, (np.arange(n_out), low), np.float32(1) - weight)
+    np.add.at(matrix, (np.arange(n_out), high), weight)
     return matrix
 
 
@@ -279,18 +286,22 @@ def resize_bilinear(x: paddle.Tensor, size: Union[Sequence[int], paddle.Tensor],
                     align_corners: bool = False) -> paddle.Tensor:
     """``F.interpolate(x, size, mode="bilinear", align_corners=...)`` for NCHW float32 ``x``.
 
-    In dygraph on the CPU, computed as two matrix products with the interpolation weights (rows
-    times ``x`` times columns): Paddle's bilinear kernel runs on one thread, and its backward even
-    slower, while the products use every thread; forward + backward of RTFormer's 8x logits
-    upsampling took 151 ms against 280, a 16x16 -> 128x128 decoder resize 15 ms against 64. The
-    weights are the kernel's to the bit; the values agree to float rounding (the kernel sums four
-    products per output, the products two per axis; against a float64 reference the products were
-    2e-7 off, the kernel 6e-6). Elsewhere (GPU, traced programs, mixed precision, other dtypes)
-    Paddle's kernel is used.
+    Paddle's bilinear kernel runs on one thread, and its backward even slower. In dygraph on the CPU
+    segkit resizes by ``segkit.ops.resize_bilinear`` (two passes of two taps per output, every image
+    plane in parallel, with its gradient) where the operators are built, else by two matrix products
+    with the interpolation weights (rows times ``x`` times columns), which use every thread too. The
+    weights are the kernel's to the bit (``_bilinear_taps``); the values agree to float rounding (the
+    kernel sums four products per output, both rewrites two per axis; against a float64 reference
+    the products were 2e-7 off, the kernel 6e-6). Forward + backward of the training loss's 4x
+    upsampling of 2x150x128x128 logits: see ``benchmarks/bench_layers.py``. Elsewhere (GPU, traced
+    programs, mixed precision, other dtypes) Paddle's kernel is used.
     """
     if x.ndim != 4 or not _segkit_kernels_apply(x):
         return nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
     height, width = (int(s) for s in (size.tolist() if isinstance(size, paddle.Tensor) else size))
+    if ops.available():
+        return ops.resize_bilinear(x, paddle.to_tensor(_bilinear_taps(x.shape[2], height, align_corners, rows=True)),
+                                   paddle.to_tensor(_bilinear_taps(x.shape[3], width, align_corners, rows=False)))
     rows = paddle.to_tensor(_bilinear_matrix(x.shape[2], height, align_corners, rows=True))
     cols = paddle.to_tensor(_bilinear_matrix(x.shape[3], width, align_corners, rows=False).T)
     if x.shape[2] * width * (x.shape[3] + height) <= height * x.shape[3] * (x.shape[2] + width):

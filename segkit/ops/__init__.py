@@ -36,9 +36,10 @@ from paddle.utils.cpp_extension.extension_utils import load_op_meta_info_and_reg
 
 from segkit.logger import logger
 
-_OPS = ("segkit_conv2d", "segkit_softmax", "segkit_gelu", "segkit_layer_norm", "segkit_softmax_ce")
+_OPS = ("segkit_conv2d", "segkit_softmax", "segkit_gelu", "segkit_layer_norm", "segkit_softmax_ce",
+        "segkit_resize_bilinear")
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = [os.path.join(_HERE, name) for name in ("onednn_conv.cc", "onednn_nn.cc")]
+_SOURCES = [os.path.join(_HERE, name) for name in ("onednn_conv.cc", "onednn_nn.cc", "resize.cc")]
 _HEADER = os.path.join(_HERE, "onednn_common.h")
 _HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
 _state = {"loaded": None}  # None: not tried yet in this process
@@ -195,3 +196,11 @@ def softmax_cross_entropy(logits: paddle.Tensor, label: paddle.Tensor, ignore_in
     [0, C) raises. ``available()`` must hold."""
     loss, _ = _C_ops._run_custom_op("segkit_softmax_ce", logits, label, int(ignore_index))
     return loss
+
+
+def resize_bilinear(x: paddle.Tensor, rows: paddle.Tensor, cols: paddle.Tensor) -> paddle.Tensor:
+    """Bilinear resize of NCHW float32 ``x`` by the tap tables ``rows`` [OH, 3] and ``cols`` [OW, 3] (low
+    index, high index, weight of the high one; see ``segkit.models.layers._bilinear_taps``), with its
+    gradient; ``available()`` must hold."""
+    (out,) = _C_ops._run_custom_op("segkit_resize_bilinear", x, rows, cols)
+    return out

@@ -152,7 +152,9 @@ void depthwise_weight_grad(const paddle::Tensor& x, const paddle::Tensor& grad_o
       for (int64_t n = 0; n < images; ++n) {
         const float* src = input + (n * channels + c) * h * w;
         const float* g = grad + (n * channels + c) * oh * ow;
-        for (int64_t r = 0; r < h; ++r) std::copy(src + r * w, src + (r + 1) * w, &plane[(r + pad[0]) * padded_w + pad[1]]);
+        for (int64_t r = 0; r < h; ++r) {
+          std::copy(src + r * w, src + (r + 1) * w, &plane[(r + pad[0]) * padded_w + pad[1]]);
+        }
         for (int64_t i = 0; i < kh; ++i) {
           for (int64_t j = 0; j < kw; ++j) {
             std::fill(acc.begin(), acc.end(), 0.f);
