@@ -87,8 +87,8 @@ def add_bias(x: paddle.Tensor, bias: paddle.Tensor) -> paddle.Tensor:
 
     Paddle's CPU backward of that broadcast sums the gradient's columns on one thread, about 25x
     slower than a matrix product with a ones vector; in dygraph training the sum is that product
-    (same values up to the order of the float sums). Elsewhere (no gradient, traced programs,
-    inside ``paddle_kernels()``) it is Paddle's plain add.
+    (same values up to the order of the float sums). Elsewhere (no gradient, traced programs, GPU,
+    other dtypes, mixed precision, inside ``paddle_kernels()``) it is Paddle's plain add.
     """
     if _bias_by_product(x, bias):
         return _AddBias.apply(x, bias, False)
