@@ -7,8 +7,9 @@ segkit as a library may call them too.
 * Device. ``--device cpu|gpu|xpu|npu|mlu`` as in PaddleSeg; unlike PaddleSeg, which silently
   falls back to the CPU, a device this Paddle build cannot use is an error saying so.
 * Threads. Paddle's dygraph runs every CPU op on **one** thread unless told otherwise (the
-  ``FLAGS_paddle_num_threads`` flag does not change it; ``core.set_num_threads`` does), so by
-  default the tools use every core this process may run on. With several ranks on one machine the
+  ``FLAGS_paddle_num_threads`` flag does not change it; ``core.set_num_threads`` does, and GNU
+  OpenMP's count for oneDNN and ``segkit.ops``), so by default the tools use every core this
+  process may run on. With several ranks on one machine the
   cores are shared out between them, and DataLoader worker processes compute on one thread each
   (their OpenCV included), so that workers and the model do not fight over the cores.
 * Allocator. ``return_large_buffers_to_os`` keeps the resident size flat over many full-resolution
@@ -83,8 +84,18 @@ def set_threads(threads: Optional[int] = None, world_size: Optional[int] = None)
     from paddle.base import core
 
     core.set_num_threads(threads)
+    _set_gnu_openmp_threads(threads)
     _set_opencv_threads(threads)
     return threads
+
+
+def _set_gnu_openmp_threads(threads: int) -> None:
+    """oneDNN (the ``libdnnl`` Paddle ships, which ``segkit.ops`` calls) and segkit's own operators run on
+    GNU OpenMP, whose thread count Paddle's ``set_num_threads`` (Intel OpenMP's) leaves alone."""
+    try:
+        ctypes.CDLL("libgomp.so.1").omp_set_num_threads(threads)
+    except (OSError, AttributeError):  # no GNU OpenMP here: nothing of segkit's runs on it
+        pass
 
 
 def _set_opencv_threads(threads: int) -> None:

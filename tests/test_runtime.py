@@ -30,9 +30,33 @@ def test_set_threads_reaches_paddles_cpu_kernels():
     assert three > one  # Paddle started extra compute threads (its math library caps them at the cores)
 
 
+# GNU OpenMP's thread count (oneDNN's and segkit's operators'), read in a fresh process after set_threads.
+GNU_OPENMP_PROBE = """
+import ctypes, paddle
+from segkit import ops, runtime
+from segkit.models.layers import Conv2D
+gomp = ctypes.CDLL("libgomp.so.1")
+counts = []
+for threads in (1, 2):
+    runtime.set_threads(threads)
+    Conv2D(4, 4, 3, padding=1)(paddle.ones([1, 4, 8, 8])).numpy()
+    counts.append(gomp.omp_get_max_threads())
+print(ops.available(), *counts)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_set_threads_reaches_onednn_and_segkits_operators():
+    run = subprocess.run([sys.executable, "-c", GNU_OPENMP_PROBE], cwd=ROOT, capture_output=True, text=True,
+                         timeout=280)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[-3:] == ["True", "1", "2"], run.stdout
+
+
 def test_default_uses_every_core_shared_between_local_ranks(monkeypatch):
     monkeypatch.setattr(runtime, "available_cores", lambda: 8)
     monkeypatch.setattr(runtime, "_set_opencv_threads", lambda n: None)
+    monkeypatch.setattr(runtime, "_set_gnu_openmp_threads", lambda n: None)
     calls = []
     from paddle.base import core
 
