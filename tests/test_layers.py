@@ -104,6 +104,12 @@ BIAS_CASES = [  # segkit's add, Paddle's broadcast, x shape, bias length
 ]
 
 
+def _no_size_threshold(monkeypatch):
+    """The product gradient for tensors of any size (the small ones of these tests)."""
+    monkeypatch.setattr(layers, "TOKEN_BIAS_MIN_SIZE", 0)
+    monkeypatch.setattr(layers, "CHANNEL_BIAS_MIN_SIZE", 0)
+
+
 @pytest.mark.parametrize("ours, theirs, shape, channels", BIAS_CASES)
 @pytest.mark.parametrize("x_grad, bias_grad", [(True, True), (False, True), (True, False)])
 def test_bias_adds_match_broadcast_with_product_gradient(ours, theirs, shape, channels, x_grad, bias_grad, monkeypatch):
@@ -112,6 +118,7 @@ def test_bias_adds_match_broadcast_with_product_gradient(ours, theirs, shape, ch
     calls = []
     apply = layers._AddBias.apply
     monkeypatch.setattr(layers._AddBias, "apply", lambda *args: calls.append(1) or apply(*args))
+    _no_size_threshold(monkeypatch)
     x, bias = paddle.randn(shape), paddle.randn([channels])
     got = _bias_run(ours, x, bias, x_grad, bias_grad)
     want = _bias_run(theirs, x, bias, x_grad, bias_grad)
@@ -124,11 +131,13 @@ def test_bias_adds_match_broadcast_with_product_gradient(ours, theirs, shape, ch
 
 
 @pytest.mark.parametrize("ours, theirs, shape, channels", BIAS_CASES)
-def test_bias_adds_keep_paddles_add_without_gradients_inside_paddle_kernels_or_float64(ours, theirs, shape, channels,
-                                                                                        monkeypatch):
+def test_bias_adds_keep_paddles_add_elsewhere(ours, theirs, shape, channels, monkeypatch):
+    """Small maps, no gradients, inside paddle_kernels(), float64: Paddle's own add and gradient."""
     monkeypatch.setattr(layers._AddBias, "apply", lambda *args: pytest.fail("the product gradient ran"))
     x, bias = paddle.randn(shape), paddle.randn([channels])
     bias.stop_gradient = False
+    np.testing.assert_array_equal(_bias_run(ours, x, bias)[2], _bias_run(theirs, x, bias)[2])  # below the size
+    _no_size_threshold(monkeypatch)
     with paddle.no_grad():
         np.testing.assert_array_equal(ours(x, bias).numpy(), theirs(x, bias).numpy())
     with paddle_kernels():
@@ -206,9 +215,10 @@ def _linear_pair(bias: bool):
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_matches_paddles(bias):
+def test_linear_matches_paddles(bias, monkeypatch):
     """Same parameter names and shapes; output and input/weight gradients to the bit, the bias
     gradient to float rounding; also for a frozen bias and without gradients."""
+    _no_size_threshold(monkeypatch)
     ours, theirs = _linear_pair(bias)
     x = paddle.randn([2, 13, 5])
     (out, grads), (ref, ref_grads) = _run(ours, x), _run(theirs, x)
