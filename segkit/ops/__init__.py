@@ -1,5 +1,5 @@
-"""Compiled operators for Paddle's dygraph on the CPU, computed by oneDNN: convolutions, softmax, GELU,
-layer normalisation and the pixel-wise softmax cross-entropy.
+"""Compiled operators for Paddle's dygraph on the CPU: convolutions, softmax, GELU, layer normalisation
+and the pixel-wise softmax cross-entropy computed by oneDNN, and a bilinear resize of segkit's own.
 
 Paddle 3.3's dygraph computes a CPU convolution as an im2col copy and a GEMM per group, and its
 oneDNN kernels never run there (they do in exported programs, see ``segkit.engine.backends``). A
@@ -8,7 +8,7 @@ depth-wise 7x7 convolution on 1x64x128x128 took 72 ms forward against oneDNN's 2
 and cross-entropy kernels run on one thread whatever the thread count (the LayerNorm backward and
 the cross-entropy over axis 1 slowly even so). segkit calls oneDNN, the library Paddle ships in
 ``paddle/libs``, through small C++ operators with their gradients (``onednn_conv.cc``,
-``onednn_nn.cc``), compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``
+``onednn_nn.cc``; ``resize.cc`` is plain C++ with OpenMP), compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``
 the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``, or under
 ``$SEGKIT_CACHE_DIR``). Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves out:
 ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
