@@ -32,8 +32,9 @@ _SEGKIT_KERNELS = [True]  # segkit's CPU rewrites on (switched off by paddle_ker
 @contextlib.contextmanager
 def paddle_kernels() -> Iterator[None]:
     """Inside the block, Paddle's own kernels run: ``resize_bilinear`` calls Paddle's resize, never
-    matrix products, ``conv2d_nchw`` Paddle's convolution, never oneDNN, and the bias adds
-    (``add_bias``, ``add_channel_bias``, ``Linear``) Paddle's broadcast gradient. For
+    segkit's operator or matrix products, ``conv2d_nchw`` Paddle's convolution, ``softmax``, ``gelu``,
+    ``LayerNorm``, ``attention`` and ``CrossEntropyLoss`` Paddle's kernels, never oneDNN, and the bias
+    adds (``add_bias``, ``add_channel_bias``, ``Linear``) Paddle's broadcast gradient. For
     ``segkit.complexity``, which counts ``F.conv2d`` calls and leaves resizes out as the papers do,
     and for tests comparing the two."""
     _SEGKIT_KERNELS[0] = False
