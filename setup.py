@@ -21,7 +21,7 @@ setup(
     packages=find_packages(include=["segkit", "segkit.*"]),
     python_requires=">=3.9",
     install_requires=requirements(),
-    package_data={"segkit.ops": ["onednn_conv.cc"]},  # compiled on first use, see segkit/ops
+    package_data={"segkit.ops": ["*.cc", "*.h"]},  # compiled on first use, see segkit/ops
     # tools/export.py --format onnx and tools/infer.py --backend onnxruntime / openvino (onnxslim simplifies)
     extras_require={"deploy": ["paddle2onnx>=2.1", "onnxruntime>=1.20", "onnxslim", "openvino>=2024.0"]},
 )

@@ -1,6 +1,9 @@
 """segkit.ops: building the oneDNN operator once per machine, and falling back when it cannot be built."""
 
+import ast
+import fnmatch
 import os
+import re
 import subprocess
 import sys
 
@@ -93,3 +96,13 @@ def test_conv2d_falls_back_where_onednn_does_not_apply():
         assert calls == [1]
     finally:
         ops.conv2d = original
+
+
+def test_every_file_the_build_reads_ships_with_the_package():
+    """``pip install .`` (not editable) copies ``setup.py``'s package_data: it must hold every file the
+    first-use build compiles or includes (a missing one made the build fail on such installs)."""
+    with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as f:
+        globs = ast.literal_eval(re.search(r'"segkit\.ops": (\[[^\]]*\])', f.read()).group(1))
+    for path in [ops._UNIT] + ops._SOURCES:
+        assert os.path.isfile(path), path
+        assert any(fnmatch.fnmatch(os.path.basename(path), pattern) for pattern in globs), (path, globs)

@@ -39,8 +39,8 @@ from segkit.logger import logger
 _OPS = ("segkit_conv2d", "segkit_softmax", "segkit_gelu", "segkit_layer_norm", "segkit_softmax_ce",
         "segkit_resize_bilinear")
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_SOURCES = [os.path.join(_HERE, name) for name in ("onednn_conv.cc", "onednn_nn.cc", "resize.cc")]
-_HEADER = os.path.join(_HERE, "onednn_common.h")
+_UNIT = os.path.join(_HERE, "operators.cc")  # the file compiled: it includes the others
+_SOURCES = [os.path.join(_HERE, name) for name in ("onednn_conv.cc", "onednn_nn.cc", "resize.cc", "onednn_common.h")]
 _HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
 _state = {"loaded": None}  # None: not tried yet in this process
 # Run by a child Python: argv = the build folder, oneDNN's include folder, Paddle's libs folder, the sources.
@@ -85,7 +85,7 @@ def _paddle_libs() -> str:
 def _build_dir() -> str:
     """The cache folder of this source, Paddle build and header folder."""
     digest = hashlib.sha256()
-    for path in _SOURCES + [_HEADER]:
+    for path in [_UNIT] + _SOURCES:
         with open(path, "rb") as f:
             digest.update(f.read())
     digest.update(_BUILD_SCRIPT.encode())
@@ -102,7 +102,7 @@ def _compile(build_dir: str) -> None:
     os.makedirs(staging)
     log = os.path.join(staging, "build.log")
     with open(log, "w") as out:
-        done = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, staging, include, libs] + _SOURCES,
+        done = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, staging, include, libs, _UNIT],
                               stdout=out, stderr=subprocess.STDOUT, timeout=600)
     if done.returncode != 0 or not os.path.isfile(_library_in(staging)):
         failed = f"{build_dir}.failed"

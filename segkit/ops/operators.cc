@@ -1,0 +1,7 @@
+// All of segkit's operators as one translation unit: Paddle's extension header alone takes about 7 s to
+// compile, once per source file, and Paddle's builder compiles the sources one after the other
+// (three files: 31 s, one: about 12 s, on the first use on a machine).
+
+#include "onednn_conv.cc"  // NOLINT(build/include): a unity build
+#include "onednn_nn.cc"    // NOLINT(build/include)
+#include "resize.cc"       // NOLINT(build/include)
