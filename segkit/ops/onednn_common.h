@@ -71,6 +71,14 @@ inline void check_float_cpu(const paddle::Tensor& t, const char* op) {
   PD_CHECK(t.is_cpu() && t.dtype() == paddle::DataType::FLOAT32, op, ": float32 CPU tensors only");
 }
 
+// ``slot``'s primitive, made by ``make`` on first use: backward primitives, which inference never needs
+// (creating one compiles its kernel).
+template <typename P, typename Make>
+P& made_once(std::unique_ptr<P>& slot, Make make) {
+  if (!slot) slot.reset(new P(make()));
+  return *slot;
+}
+
 // Primitives of type T by geometry key, made by ``make`` on first use. Emptied when full (e.g. whole
 // images of many sizes), so memory stays bounded.
 template <typename T>

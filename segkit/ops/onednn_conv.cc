@@ -88,8 +88,8 @@ struct Primitives {
     weights_pd.reset(new dnnl::convolution_backward_weights::primitive_desc(
         cpu_engine(), dnnl::algorithm::convolution_direct, any_layout(g.src), any_layout(g.weights), g.bias_desc(),
         any_layout(g.dst), g.strides, g.dilates, g.padding, g.padding, forward_pd));
-    weights.reset(new dnnl::convolution_backward_weights(*weights_pd));
     direct_weights = g.depthwise && std::string(weights_pd->impl_info_str()).find("gemm") != std::string::npos;
+    if (!direct_weights) weights.reset(new dnnl::convolution_backward_weights(*weights_pd));
   }
 };
 

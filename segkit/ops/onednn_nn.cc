@@ -32,34 +32,37 @@ Dims as_rows(const paddle::Tensor& t) {
 
 // ---- softmax over the last axis ------------------------------------------------------------------
 
+// Over axis 1 of plain [rows, columns] (the last axis) or [N, C, P] (the classes) data.
 struct Softmax {
+  memory::desc data;
   dnnl::softmax_forward::primitive_desc forward_pd;
   dnnl::softmax_forward forward;
-  dnnl::softmax_backward::primitive_desc backward_pd;
-  dnnl::softmax_backward backward;
+  std::unique_ptr<dnnl::softmax_backward> backward;
 
-  Softmax(const Dims& dims, dnnl::algorithm algorithm, int axis)
-      : forward_pd(cpu_engine(), dnnl::prop_kind::forward_training, algorithm, plain_layout(dims, plain_tag(dims)),
-                   plain_layout(dims, plain_tag(dims)), axis),
-        forward(forward_pd),
-        backward_pd(cpu_engine(), algorithm, plain_layout(dims, plain_tag(dims)), plain_layout(dims, plain_tag(dims)),
-                    plain_layout(dims, plain_tag(dims)), axis, forward_pd),
-        backward(backward_pd) {}
+  Softmax(const Dims& dims, dnnl::algorithm algorithm)
+      : data(plain_layout(dims, dims.size() == 2 ? Tag::ab : Tag::abc)),
+        forward_pd(cpu_engine(), dnnl::prop_kind::forward_training, algorithm, data, data, 1),
+        forward(forward_pd) {}
 
-  static Tag plain_tag(const Dims& dims) { return dims.size() == 2 ? Tag::ab : Tag::abc; }
+  dnnl::softmax_backward& backward_primitive() {
+    return made_once(backward, [this] {
+      return dnnl::softmax_backward::primitive_desc(cpu_engine(), forward_pd.get_algorithm(), data, data, data, 1,
+                                                    forward_pd);
+    });
+  }
 };
 
-Softmax& softmax_primitives(const Dims& dims, dnnl::algorithm algorithm, int axis) {
+Softmax& softmax_primitives(const Dims& dims, dnnl::algorithm algorithm) {
   static PrimitiveCache<Softmax> cache;
-  const std::string key = dims_key(dims) + std::to_string(static_cast<int>(algorithm)) + "," + std::to_string(axis);
-  return cache.get(key, [&] { return new Softmax(dims, algorithm, axis); });
+  return cache.get(dims_key(dims) + std::to_string(static_cast<int>(algorithm)),
+                   [&] { return new Softmax(dims, algorithm); });
 }
 
 std::vector<paddle::Tensor> SoftmaxForward(const paddle::Tensor& x) {
   check_float_cpu(x, "segkit_softmax");
   const Dims dims = as_rows(x);
   paddle::Tensor out = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
-  Softmax& p = softmax_primitives(dims, dnnl::algorithm::softmax_accurate, 1);
+  Softmax& p = softmax_primitives(dims, dnnl::algorithm::softmax_accurate);
   p.forward.execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::ab, x)}, {DNNL_ARG_DST, wrap(dims, Tag::ab, out)}});
   cpu_stream().wait();
   return {out};
@@ -68,8 +71,8 @@ std::vector<paddle::Tensor> SoftmaxForward(const paddle::Tensor& x) {
 std::vector<paddle::Tensor> SoftmaxBackward(const paddle::Tensor& out, const paddle::Tensor& grad_out) {
   const Dims dims = as_rows(out);
   paddle::Tensor grad_x = paddle::empty(out.shape(), paddle::DataType::FLOAT32, out.place());
-  Softmax& p = softmax_primitives(dims, dnnl::algorithm::softmax_accurate, 1);
-  p.backward.execute(cpu_stream(), {{DNNL_ARG_DST, wrap(dims, Tag::ab, out)},
+  Softmax& p = softmax_primitives(dims, dnnl::algorithm::softmax_accurate);
+  p.backward_primitive().execute(cpu_stream(), {{DNNL_ARG_DST, wrap(dims, Tag::ab, out)},
                                     {DNNL_ARG_DIFF_DST, wrap(dims, Tag::ab, grad_out)},
                                     {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::ab, grad_x)}});
   cpu_stream().wait();
@@ -79,18 +82,22 @@ std::vector<paddle::Tensor> SoftmaxBackward(const paddle::Tensor& out, const pad
 // ---- GELU ----------------------------------------------------------------------------------------
 
 struct Gelu {
+  memory::desc data;
   dnnl::eltwise_forward::primitive_desc forward_pd;
   dnnl::eltwise_forward forward;
-  dnnl::eltwise_backward::primitive_desc backward_pd;
-  dnnl::eltwise_backward backward;
+  std::unique_ptr<dnnl::eltwise_backward> backward;
 
   explicit Gelu(const Dims& dims)
-      : forward_pd(cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::eltwise_gelu_erf,
-                   plain_layout(dims, Tag::a), plain_layout(dims, Tag::a)),
-        forward(forward_pd),
-        backward_pd(cpu_engine(), dnnl::algorithm::eltwise_gelu_erf, plain_layout(dims, Tag::a),
-                    plain_layout(dims, Tag::a), plain_layout(dims, Tag::a), 0.f, 0.f, forward_pd),
-        backward(backward_pd) {}
+      : data(plain_layout(dims, Tag::a)),
+        forward_pd(cpu_engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::eltwise_gelu_erf, data, data),
+        forward(forward_pd) {}
+
+  dnnl::eltwise_backward& backward_primitive() {
+    return made_once(backward, [this] {
+      return dnnl::eltwise_backward::primitive_desc(cpu_engine(), dnnl::algorithm::eltwise_gelu_erf, data, data, data,
+                                                    0.f, 0.f, forward_pd);
+    });
+  }
 };
 
 Gelu& gelu_primitives(const Dims& dims) {
@@ -111,7 +118,7 @@ std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
 std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::Tensor& grad_out) {
   const Dims dims = {x.numel()};
   paddle::Tensor grad_x = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
-  gelu_primitives(dims).backward.execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::a, x)},
+  gelu_primitives(dims).backward_primitive().execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::a, x)},
                                                         {DNNL_ARG_DIFF_DST, wrap(dims, Tag::a, grad_out)},
                                                         {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::a, grad_x)}});
   cpu_stream().wait();
@@ -124,18 +131,25 @@ const dnnl::normalization_flags kScaleShift =
     dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
 
 struct LayerNorm {
+  memory::desc data, stats;
+  float epsilon;
   dnnl::layer_normalization_forward::primitive_desc forward_pd;
   dnnl::layer_normalization_forward forward;
-  dnnl::layer_normalization_backward::primitive_desc backward_pd;
-  dnnl::layer_normalization_backward backward;
+  std::unique_ptr<dnnl::layer_normalization_backward> backward;
 
   LayerNorm(const Dims& dims, float epsilon)
-      : forward_pd(cpu_engine(), dnnl::prop_kind::forward_training, plain_layout(dims, Tag::ab),
-                   plain_layout(dims, Tag::ab), plain_layout({dims[0]}, Tag::a), epsilon, kScaleShift),
-        forward(forward_pd),
-        backward_pd(cpu_engine(), dnnl::prop_kind::backward, plain_layout(dims, Tag::ab), plain_layout(dims, Tag::ab),
-                    plain_layout(dims, Tag::ab), plain_layout({dims[0]}, Tag::a), epsilon, kScaleShift, forward_pd),
-        backward(backward_pd) {}
+      : data(plain_layout(dims, Tag::ab)),
+        stats(plain_layout({dims[0]}, Tag::a)),
+        epsilon(epsilon),
+        forward_pd(cpu_engine(), dnnl::prop_kind::forward_training, data, data, stats, epsilon, kScaleShift),
+        forward(forward_pd) {}
+
+  dnnl::layer_normalization_backward& backward_primitive() {
+    return made_once(backward, [this] {
+      return dnnl::layer_normalization_backward::primitive_desc(cpu_engine(), dnnl::prop_kind::backward, data, data,
+                                                                data, stats, epsilon, kScaleShift, forward_pd);
+    });
+  }
 };
 
 LayerNorm& layer_norm_primitives(const Dims& dims, float epsilon) {
@@ -175,7 +189,7 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const pad
   // oneDNN 3.6 checks that the shift is given to the backward too (when the forward used one), though the
   // gradients do not depend on it
   layer_norm_primitives(dims, epsilon)
-      .backward.execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::ab, x)},
+      .backward_primitive().execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::ab, x)},
                                        {DNNL_ARG_MEAN, wrap({dims[0]}, Tag::a, mean)},
                                        {DNNL_ARG_VARIANCE, wrap({dims[0]}, Tag::a, variance)},
                                        {DNNL_ARG_DIFF_DST, wrap(dims, Tag::ab, grad_out)},
@@ -215,7 +229,7 @@ std::vector<paddle::Tensor> SoftmaxCeForward(const paddle::Tensor& logits, const
   PD_CHECK(label.numel() == images * pixels, "segkit_softmax_ce: one label per pixel");
   paddle::Tensor log_prob = paddle::empty(logits.shape(), paddle::DataType::FLOAT32, logits.place());
   paddle::Tensor loss = paddle::empty(label.shape(), paddle::DataType::FLOAT32, logits.place());
-  softmax_primitives(dims, dnnl::algorithm::softmax_log, 1)
+  softmax_primitives(dims, dnnl::algorithm::softmax_log)
       .forward.execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::abc, logits)},
                                       {DNNL_ARG_DST, wrap(dims, Tag::abc, log_prob)}});
   cpu_stream().wait();
