@@ -43,7 +43,8 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import Conv2D, DropPath, LayerNorm, add_bias, add_channel_bias, gelu, softmax, swap_middle
+from segkit.models.layers import (Conv2D, DropPath, LayerNorm, Linear, add_bias, add_channel_bias, gelu, softmax,
+                                  swap_middle)
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -358,17 +359,17 @@ class DiversityShortcut(nn.Layer):
     def __init__(self, dim: int):
         super().__init__()
         self.k, self.p = kronecker_factors(dim)
-        self.right = nn.Linear(self.p, self.p)
-        self.left = nn.Linear(self.k, self.k)
+        self.right = Linear(self.p, self.p)
+        self.left = Linear(self.k, self.k)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         shape = x.shape
         # 2-D products (a [tokens, k, p] @ [p, p] broadcast product's weight gradient is a sum over
         # tokens that Paddle computes several times slower) and 3-D transposes (Paddle copies 5-D
         # strided views ~20x slower).
-        y = add_bias(paddle.matmul(x.reshape([-1, self.p]), self.right.weight), self.right.bias)
+        y = self.right(x.reshape([-1, self.p]))
         y = gelu(y.reshape([-1, self.k, self.p]).transpose([0, 2, 1]))  # (tokens, p, k)
-        y = add_bias(paddle.matmul(y.reshape([-1, self.k]), self.left.weight), self.left.bias)
+        y = self.left(y.reshape([-1, self.k]))
         return y.reshape([-1, self.p, self.k]).transpose([0, 2, 1]).reshape(shape)
 
 

@@ -8,8 +8,8 @@ depth-wise 7x7 convolution on 1x64x128x128 took 72 ms forward against oneDNN's 2
 and cross-entropy kernels run on one thread whatever the thread count (the LayerNorm backward and
 the cross-entropy over axis 1 slowly even so). segkit calls oneDNN, the library Paddle ships in
 ``paddle/libs``, through small C++ operators with their gradients (``onednn_conv.cc``,
-``onednn_nn.cc``; ``resize.cc`` is plain C++ with OpenMP), compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``
-the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``, or under
+``onednn_nn.cc``; ``resize.cc`` is plain C++ with OpenMP), compiled once per machine and Paddle
+version with ``paddle.utils.cpp_extension`` the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``, or under
 ``$SEGKIT_CACHE_DIR``). Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves out:
 ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
 
@@ -40,7 +40,8 @@ _OPS = ("segkit_conv2d", "segkit_softmax", "segkit_gelu", "segkit_layer_norm", "
         "segkit_resize_bilinear")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _UNIT = os.path.join(_HERE, "operators.cc")  # the file compiled: it includes the others
-_SOURCES = [os.path.join(_HERE, name) for name in ("onednn_conv.cc", "onednn_nn.cc", "resize.cc", "onednn_common.h")]
+_SOURCES = [os.path.join(_HERE, name)
+            for name in ("onednn_conv.cc", "onednn_nn.cc", "resize.cc", "onednn_common.h")]
 _HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
 _state = {"loaded": None}  # None: not tried yet in this process
 # Run by a child Python: argv = the build folder, oneDNN's include folder, Paddle's libs folder, the sources.
