@@ -31,28 +31,27 @@ def assert_same_function(got: np.ndarray, expected: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
-    """family -> (model, export folder with model.json and model.onnx), made on first use."""
-    made = {}
+def exports(tiny_exports):
+    """family -> (model, export folder with model.json and model.onnx), made on first use (the session's
+    exports, see conftest.TinyExports, converted to ONNX here)."""
+    converted = set()
 
     def get(family):
-        if family not in made:
-            model = tiny_model(family)
-            save_dir = str(tmp_path_factory.mktemp(family))
-            export_model(model, save_dir, input_shape=[-1, 3, -1, -1], output_op="none")
+        model, save_dir = tiny_exports.get(family)
+        if family not in converted:
             convert_to_onnx(save_dir, simplify=family == "segformer")  # one family through onnxslim too
-            made[family] = model, save_dir
-        return made[family]
+            converted.add(family)
+        return model, save_dir
 
     return get
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_every_family_exports_with_dynamic_shapes_and_matches_dygraph(family, exports):
+def test_every_family_exports_with_dynamic_shapes_and_matches_dygraph(family, exports, tiny_exports):
     import onnxruntime as ort
 
     model, save_dir = exports(family)
-    pred = paddle_predictor(save_dir)
+    pred = tiny_exports.predictor(family)
     onednn = PaddleBackend(save_dir, {"model": "model.json"}, RuntimeOptions())
     assert onednn.mode.startswith("onednn"), onednn.failures  # the workaround keeps oneDNN for every family
     session = ort.InferenceSession(os.path.join(save_dir, "model.onnx"), providers=["CPUExecutionProvider"])

@@ -8,7 +8,8 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from helpers import with_pretrained
+from deploy_models import NUM_CLASSES
+from helpers import run_predictor, with_pretrained
 import segkit.models  # noqa: F401  (registers everything)
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
@@ -394,34 +395,15 @@ def test_b1_config_builds_the_recipe_parameter_groups():
 # ----------------------------------------------------------------------------------------------
 
 
-def test_one_export_serves_any_batch_and_size_including_sizes_the_official_code_rejects(tmp_path):
-    """96x136 and 67x93: window padding in both directions on the deep branches, cropped up paths."""
-    from paddle import inference
-
-    from segkit.engine.export import export_model
-
-    paddle.seed(0)
-    tiny = hrvit.HRViT(
-        widths=(8, 16, 32, 64), depths=((1,), (1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1, 1), (1, 1, 1, 1)),
-        head_dim=8, mlp_ratios=(2, 2, 2, 2), stem_channels=16,
-    )
-    model = hrvit.HRViTSegFormer(num_classes=3, backbone=tiny, embedding_dim=16)
-    model.eval()
-    prefix = export_model(model, str(tmp_path / "export"), [None, 3, None, None], output_op="none")
-    model_file = prefix + (".json" if os.path.exists(prefix + ".json") else ".pdmodel")
-    config = inference.Config(model_file, prefix + ".pdiparams")
-    config.disable_gpu()
-    config.disable_mkldnn()  # Paddle 3.3.1's oneDNN passes reject some fused attributes on CPU
-    config.disable_glog_info()
-    predictor = inference.create_predictor(config)
+def test_one_export_serves_any_batch_and_size_including_sizes_the_official_code_rejects(tiny_exports):
+    """96x136 and 67x93: window padding in both directions on the deep branches, cropped up paths
+    (the session's tiny HRViT export, shared with test_deploy_export.py)."""
+    model, _ = tiny_exports.get("hrvit")
+    predictor = tiny_exports.predictor("hrvit")  # plain CPU kernels, see helpers.paddle_predictor
     for shape in [(2, 3, 96, 136), (1, 3, 67, 93)]:
         x = np.random.default_rng(0).normal(size=shape).astype("float32")
-        handle = predictor.get_input_handle(predictor.get_input_names()[0])
-        handle.reshape(x.shape)
-        handle.copy_from_cpu(x)
-        predictor.run()
-        got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        got = run_predictor(predictor, x)
         with paddle.no_grad():
             expected = model(paddle.to_tensor(x)).numpy()
-        assert got.shape == (shape[0], 3, shape[2], shape[3])
+        assert got.shape == (shape[0], NUM_CLASSES, shape[2], shape[3])
         np.testing.assert_allclose(got, expected, atol=1e-5)
