@@ -53,7 +53,8 @@ def test_build_failure_names_the_log_and_falls_back(tmp_path):
     still run, on Paddle's kernel."""
     include = tmp_path / "include" / "oneapi" / "dnnl"
     include.mkdir(parents=True)
-    (include / "dnnl.hpp").write_text('#error "not oneDNN"\n')
+    # the missing include is fatal: g++ stops there instead of parsing Paddle's headers after the #error (5 s)
+    (include / "dnnl.hpp").write_text('#error "not oneDNN"\n#include "not_onednn.h"\n')
     code = PROBE + "; from segkit.models.layers import Conv2D; import paddle; print(Conv2D(3, 4, 3, padding=1)(paddle.ones([1, 3, 8, 8])).shape)"
     out = _finish(_python(code, str(tmp_path / "cache"), SEGKIT_ONEDNN_INCLUDE=str(tmp_path / "include")))
     warnings = [line for line in out.splitlines() if "oneDNN operators are off" in line]
