@@ -5,6 +5,7 @@ import json
 import os
 
 import numpy as np
+import paddle
 
 from segkit.models.layers import paddle_kernels
 from segkit.weights import WeightsSpec, apply_weights
@@ -18,6 +19,18 @@ KERNELS = ("paddle", "onednn")
 def kernels(name: str):
     """The context for one of KERNELS: Paddle's own kernels, or segkit's CPU rewrites (the default)."""
     return paddle_kernels() if name == "paddle" else contextlib.nullcontext()
+
+
+def trainable_count(layer) -> int:
+    """The number of trainable parameter values of ``layer``."""
+    return sum(int(np.prod(p.shape)) for p in layer.parameters() if not p.stop_gradient)
+
+
+def shapes_only(build):
+    """``build()`` under ``paddle.LazyGuard``: its parameters get their shapes but no drawn initial
+    values (the parameter-count tests: drawing a large variant's weights takes seconds)."""
+    with paddle.LazyGuard():
+        return build()
 
 
 def train_log(save_dir) -> list:

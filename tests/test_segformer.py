@@ -5,7 +5,7 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import randomise_state, with_pretrained
+from helpers import randomise_state, shapes_only, trainable_count, with_pretrained
 import segkit.models  # noqa: F401  (registers everything)
 from segkit.weights import load_weights, read_state_dict
 from paddleseg import models as paddleseg_models  # the test-only oracle (pip install --no-deps paddleseg==2.8.0)
@@ -24,10 +24,6 @@ REFERENCE_PARAMS = {
     "b4": (64_108_374, 64_007_635),
     "b5": (84_708_694, 84_607_955),
 }
-
-
-def trainable_count(layer: paddle.nn.Layer) -> int:
-    return sum(int(np.prod(p.shape)) for p in layer.parameters() if not p.stop_gradient)
 
 
 def _perturbed(name, tensor, rng):
@@ -145,8 +141,7 @@ def test_backbone_pretrained_paddleseg_weights_with_classification_head(tmp_path
 @pytest.mark.parametrize("variant", sorted(REFERENCE_PARAMS))
 def test_trainable_parameter_counts_match_reference(variant):
     for num_classes, expected in zip((150, 19), REFERENCE_PARAMS[variant]):
-        with paddle.LazyGuard():  # shapes only: skips the (slow) initialisation of 85M weights
-            model = getattr(sf, f"segformer_{variant}")(num_classes=num_classes)
+        model = shapes_only(lambda: getattr(sf, f"segformer_{variant}")(num_classes=num_classes))
         assert trainable_count(model) == expected, (variant, num_classes)
 
 
