@@ -13,17 +13,20 @@ Issue 7's checks, printed at the end:
 * whole-image evaluation peak does not grow with the number of images (compare runs with
   different counts, and within one run the peak after image 1 with the final peak).
 
-Measured on the 2-core CPU (other jobs running; peak RSS in MiB, peak after image 1 in brackets):
+Measured on the 2-core CPU (another job running; peak RSS in MiB, peak after image 1 in brackets), with
+the tools' allocator setting (``--allocator reuse``) and the earlier one (``--allocator release``):
 
-    model          forward 1024x1024   whole 5 / 20 images        slide 5 / 20 images
-    rtformer_slim  493                 679 / 679 (677)            711 / 711 (709)   1.44x forward
-    segformer_b0   900                 2560 / 2528 (2525)         1119 / 1119 (1118) 1.24x forward
+    model          allocator  forward 1024x1024   whole 2 / 5 images        slide 2 / 5 images
+    rtformer_slim  reuse      623                 820 / 808 (768)           840 / 860 (843)   1.38x forward
+    rtformer_slim  release    487                 598 / 598 (579)           705 / 705 (703)   1.45x forward
+    segformer_b0   reuse      978                 2729 / 2750 (2610)        1266 / 1264 (1264) 1.29x forward
+    segformer_b0   release    908                 2549 / 2551 (2534)        1134 / 1134 (1133) 1.25x forward
 
 Usage (2 CPU cores: SegFormer-B0 takes ~15-25 s per 2048x1024 image whole, the 20-image runs ~25 min):
 
     python benchmarks/bench_eval_memory.py                      # 2 and 5 images, both models
     python benchmarks/bench_eval_memory.py --images 5 20 --models segformer_b0   # issue 7's check
-    python benchmarks/bench_eval_memory.py --glibc_default      # without val.py's malloc setting
+    python benchmarks/bench_eval_memory.py --allocator release  # another glibc allocator setting
 """
 
 import argparse
@@ -37,6 +40,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+ALLOCATOR_CHOICES = {"reuse": "fixed high mmap/trim thresholds, as the tools", "release": "fixed 128 KiB mmap threshold",
+                     "default": "glibc's adaptive thresholds"}
 
 WIDTH, HEIGHT, NUM_CLASSES = 2048, 1024, 19
 CROP, STRIDE = (1024, 1024), (768, 768)
@@ -86,10 +91,9 @@ def child(args) -> None:
     from segkit.datasets.cityscapes import CLASS_NAMES
     from segkit.engine.evaluate import evaluate
     from segkit.registry import MODELS
-    from segkit.runtime import return_large_buffers_to_os
+    from segkit.runtime import ALLOCATORS
 
-    if not args.glibc_default:
-        return_large_buffers_to_os()  # as tools/val.py does
+    ALLOCATORS[args.allocator]()
     paddle.seed(0)
     model = MODELS.get(args.model)(num_classes=NUM_CLASSES)
     model.eval()
@@ -123,9 +127,9 @@ def child(args) -> None:
                       "per_image_peaks": per_image_peaks}))
 
 
-def run_child(model: str, mode: str, root: str, list_path: str, glibc_default: bool) -> dict:
+def run_child(model: str, mode: str, root: str, list_path: str, allocator: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--model", model, "--mode", mode, "--root", root,
-           "--list", list_path] + (["--glibc_default"] if glibc_default else [])
+           "--list", list_path, "--allocator", allocator]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
@@ -138,8 +142,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["rtformer_slim", "segformer_b0"])
     parser.add_argument("--images", type=int, nargs="+", default=[2, 5], help="image counts to evaluate")
     parser.add_argument("--modes", nargs="+", default=["whole", "slide"], choices=["whole", "slide"])
-    parser.add_argument("--glibc_default", action="store_true",
-                        help="keep glibc's adaptive mmap threshold (what a plain library call gets)")
+    parser.add_argument("--allocator", choices=sorted(ALLOCATOR_CHOICES), default="reuse",
+                        help="glibc allocator setting (segkit.runtime.ALLOCATORS): " + "; ".join(
+                            f"{k}: {v}" for k, v in sorted(ALLOCATOR_CHOICES.items())))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -154,19 +159,19 @@ def main() -> None:
         lists = {n: generate(root, n) for n in sorted(set(args.images))}
         print(f"{WIDTH}x{HEIGHT} images, {NUM_CLASSES} classes; slide windows {CROP[0]}x{CROP[1]} stride "
               f"{STRIDE[0]}x{STRIDE[1]}; {os.cpu_count()} CPU cores; one fresh process per row; "
-              f"glibc mmap threshold: {'adaptive (default)' if args.glibc_default else 'fixed 128 KiB, as val.py'}")
+              f"allocator: {args.allocator} ({ALLOCATOR_CHOICES[args.allocator]})")
         header = (f"{'model':<14} {'mode':<22} {'images':>6} {'peak RSS MiB':>13} {'after image 1':>14} "
                   f"{'after build MiB':>16} {'s/image':>8}")
         print(header + "\n" + "-" * len(header))
         rows = []
         for model in args.models:
-            reference = run_child(model, "forward", root, lists[min(lists)], args.glibc_default)
+            reference = run_child(model, "forward", root, lists[min(lists)], args.allocator)
             rows.append(reference)
             print(f"{model:<14} {'forward ' + f'{CROP[0]}x{CROP[1]}':<22} {1:>6} {reference['peak_mib']:>13.0f} {'':>14} "
                   f"{reference['base_mib']:>16.0f} {reference['seconds']:>8.1f}", flush=True)
             for mode in args.modes:
                 for n in sorted(lists):
-                    row = run_child(model, mode, root, lists[n], args.glibc_default)
+                    row = run_child(model, mode, root, lists[n], args.allocator)
                     rows.append(row)
                     print(f"{model:<14} {mode + ' eval':<22} {n:>6} {row['peak_mib']:>13.0f} "
                           f"{row['per_image_peaks'][0]:>14.0f} {row['base_mib']:>16.0f} "

@@ -12,8 +12,8 @@ segkit as a library may call them too.
   process may run on. With several ranks on one machine the
   cores are shared out between them, and DataLoader worker processes compute on one thread each
   (their OpenCV included), so that workers and the model do not fight over the cores.
-* Allocator. ``return_large_buffers_to_os`` keeps the resident size flat over many full-resolution
-  images.
+* Allocator. ``reuse_freed_buffers`` keeps freed tensors' memory for the next ones instead of
+  faulting fresh pages in for every large tensor.
 """
 
 import ctypes
@@ -172,7 +172,7 @@ def set_device(device: Optional[str] = None) -> str:
     return paddle.get_device()
 
 
-def configure_process(threads: Optional[int] = None, device: Optional[str] = None, training: bool = False) -> int:
+def configure_process(threads: Optional[int] = None, device: Optional[str] = None) -> int:
     """Apply every process-wide setting of a tool; returns the number of compute threads.
 
     The one call each tool makes at start (train, val, predict and export alike), so evaluation
@@ -181,32 +181,50 @@ def configure_process(threads: Optional[int] = None, device: Optional[str] = Non
     Args:
         threads: compute threads (None: every available core, shared between local ranks).
         device: Paddle device, or None for Paddle's default.
-        training: the process trains. The fixed mmap threshold of ``return_large_buffers_to_os``
-            is then left off: it keeps inference memory flat, but a training step re-allocates
-            its large activations every iteration, and serving each with a fresh ``mmap`` made
-            SegFormer-B0 training steps slower (median 1.5x over 6 alternated runs on this CPU).
     """
     set_device(device)
     threads = set_threads(threads)
-    if not training:
-        return_large_buffers_to_os()  # full-resolution buffers: keep the peak flat over many images
+    reuse_freed_buffers()
     return threads
 
 
-def return_large_buffers_to_os(threshold: int = 128 * 1024) -> bool:
-    """Make glibc serve every allocation of ``threshold`` bytes or more with its own ``mmap``.
+# glibc's mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
-    By default glibc raises its mmap threshold (up to 32 MiB) each time a large block is freed,
-    after which full-resolution tensors are carved from the heap instead; the heap fragments and
-    the resident size creeps up image after image (RTFormer-Slim at 2048x1024: peak 1.05 GiB
-    after 5 images instead of 0.85 GiB). A fixed threshold hands each freed buffer back to the OS.
-    Applied by ``configure_process``. Returns whether the setting was applied (glibc on
-    Linux only).
-    """
+
+def _mallopt(*settings) -> bool:
+    """glibc ``mallopt(parameter, value)`` for each pair; whether all were applied (glibc on Linux only)."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, threshold))  # -3 = M_MMAP_THRESHOLD
+        return all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
     except (OSError, AttributeError):  # another C library (e.g. musl)
         return False
+
+
+def reuse_freed_buffers(limit: int = 32 << 20) -> bool:
+    """Make glibc keep freed buffers below ``limit`` bytes in the heap for the next tensors.
+
+    Paddle's CPU tensors are plain ``malloc`` blocks. By default glibc serves large ones with ``mmap``
+    (or trims the heap after they are freed), so each fresh multi-MB tensor first takes a page fault
+    per 4 KiB page: on this 2-core VM an 8 MiB copy took 4.5 ms instead of 0.7 ms, and an HRViT-b1
+    forward at 512x512 took 64,000 faults (none with this setting). With fixed mmap and trim
+    thresholds of ``limit`` that memory is reused; larger buffers (full-resolution maps) are still
+    mapped for themselves and handed back to the OS when freed, so the resident size stays flat
+    image after image (``benchmarks/bench_eval_memory.py``). Applied by ``configure_process``.
+    Returns whether the setting was applied.
+    """
+    return _mallopt((_M_MMAP_THRESHOLD, limit), (_M_TRIM_THRESHOLD, limit))
+
+
+def return_large_buffers_to_os(threshold: int = 128 * 1024) -> bool:
+    """Make glibc serve every allocation of ``threshold`` bytes or more with its own ``mmap`` (the lowest
+    resident size, segkit's setting before ``reuse_freed_buffers``: an HRViT-b1 forward at 512x512 took
+    2.1-2.9 s instead of 1.2-1.3 s with it, 2 threads). Returns whether the setting was applied.
+    """
+    return _mallopt((_M_MMAP_THRESHOLD, threshold))
+
+
+# ``configure_process``'s allocator choices
+ALLOCATORS = {"reuse": reuse_freed_buffers, "release": return_large_buffers_to_os, "default": lambda: False}

@@ -69,13 +69,13 @@ def add_not_supported_args(parser: argparse.ArgumentParser, *flags: str) -> None
         parser.add_argument(flag, action=_NotSupported, advice=advice, accepted=accepted, help=argparse.SUPPRESS)
 
 
-def apply_runtime(args, training: bool = False) -> int:
+def apply_runtime(args) -> int:
     """Set the process-wide runtime from the parsed flags (``segkit.runtime.configure_process``);
     returns the number of compute threads."""
     from segkit import runtime
     from segkit.logger import logger
 
-    threads = runtime.configure_process(args.threads, args.device, training=training)
+    threads = runtime.configure_process(args.threads, args.device)
     logger.info(f"Compute threads: {threads} (of {runtime.available_cores()} available cores; --threads to change).")
     stop_on_signals()
     return threads

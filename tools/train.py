@@ -48,7 +48,7 @@ def parse_args(argv=None):
 def build_trainer(argv=None) -> Trainer:
     """Parse the command line, load the config with its overrides and build the trainer."""
     args = parse_args(argv)
-    apply_runtime(args, training=True)
+    apply_runtime(args)
     opts = list(args.opts)
     for flag, key in (("iters", "iters"), ("batch_size", "batch_size"), ("learning_rate", "lr_scheduler.learning_rate")):
         if getattr(args, flag) is not None:
