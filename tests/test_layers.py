@@ -81,6 +81,38 @@ def test_conv2d_by_onednn_matches_paddle(kwargs, monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
+NHWC_ONEDNN, NCHW_ONEDNN = [dict(channels_last=True)], [{}]  # how ops.conv2d is called
+
+
+@pytest.mark.parametrize("kwargs, calls_made", [
+    (dict(kernel_size=3, padding=1, groups=16), NHWC_ONEDNN),  # HRViT's depth-wise convs on tokens
+    (dict(kernel_size=5, padding=2, groups=16, bias_attr=False), NHWC_ONEDNN),
+    (dict(kernel_size=7, padding=3, groups=16), NHWC_ONEDNN),
+    (dict(kernel_size=5, stride=4, padding=2, groups=16), NHWC_ONEDNN),
+    (dict(kernel_size=3, padding=1), NCHW_ONEDNN),  # not depth-wise: conv2d_nchw between transposes
+    (dict(kernel_size=3, padding="same", groups=16), []),  # string padding: Paddle's, between transposes
+])
+def test_conv2d_on_nhwc_data_matches_paddle(kwargs, calls_made, monkeypatch):
+    """``data_format="NHWC"``: depth-wise convolutions by oneDNN on the NHWC data, others between transposes;
+    output and gradients equal paddle.nn.Conv2D's NHWC convolution to float rounding, and the same
+    through Paddle's kernels (``paddle_kernels()``)."""
+    assert ops.available(), "the oneDNN operator must build here (g++, pip install --no-deps onednn-devel)"
+    calls = []
+    monkeypatch.setattr(ops, "conv2d", lambda *args, **kw: calls.append(kw) or ONEDNN_CONV2D(*args, **kw))
+    ours, theirs = _conv_pair(dict(kwargs, data_format="NHWC"), channels=16)
+    x = paddle.randn([2, 23, 30, 16])
+    runs = [_run(ours, x), _run(theirs, x)]
+    assert calls == calls_made
+    ours.clear_gradients()
+    with paddle_kernels():
+        runs.append(_run(ours, x))
+    assert calls == calls_made
+    (ref, ref_grads) = runs[1]
+    for out, grads in runs[::2]:
+        for got, want in zip([out] + grads, [ref] + ref_grads):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_per_channel_ops_equal_broadcasting():
     x = paddle.randn([2, 5, 3, 4])
     values = paddle.randn([5, 1, 1])

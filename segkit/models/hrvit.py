@@ -17,8 +17,9 @@ What differs from upstream:
   Paddle's CPU kernels (same function, float summation order aside): the attention works on
   heads-first (B * heads, H, W, d) maps, with the logits' scale folded into the query weights, and
   computes vertical stripes as horizontal stripes of the transposed map (attention is
-  permutation-invariant inside a stripe); the depth-wise paths and MixCFN's hidden maps are
-  channels-first, produced and read by transposed matrix products instead of copies.
+  permutation-invariant inside a stripe); the depth-wise convs of the attention, MixCFN and the
+  patch embedding run on the (B, H, W, C) layout too (``Conv2D(data_format="NHWC")``), so their
+  linears are plain matrix products and oneDNN reorders nothing.
 * Padded window positions are masked (-100, as upstream) as keys only. Upstream also adds -100 to
   whole rows of padded queries; softmax is shift-invariant and those rows are cropped, so the
   valid outputs are the same. Padding and mask are built from tensor ops, so a static export with
@@ -43,8 +44,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import (Conv2D, DropPath, LayerNorm, Linear, add_bias, add_channel_bias, gelu, softmax,
-                                  swap_middle)
+from segkit.models.layers import Conv2D, DropPath, LayerNorm, Linear, add_bias, gelu, softmax, swap_middle
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -189,16 +189,19 @@ class FusionBlock(nn.Layer):
 
 
 class PatchEmbed(nn.Layer):
-    """Per-branch patch embedding: 1x1 conv, depth-wise 3x3 conv, LayerNorm; returns (B, H, W, C)."""
+    """Per-branch patch embedding: 1x1 conv, depth-wise 3x3 conv, LayerNorm; returns (B, H, W, C).
+
+    The depth-wise conv runs on the tokens' (B, H, W, C) layout (see ``Conv2D``).
+    """
 
     def __init__(self, in_channels: int, dim: int):
         super().__init__()
         self.pointwise = Conv2D(in_channels, dim, 1)
-        self.depthwise = Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.depthwise = Conv2D(dim, dim, 3, padding=1, groups=dim, data_format="NHWC")
         self.norm = LayerNorm(dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        return self.norm(to_nhwc(self.depthwise(self.pointwise(x))))
+        return self.norm(self.depthwise(to_nhwc(self.pointwise(x))))
 
 
 def _key_mask(h, pad, w, stripe: int, dtype) -> paddle.Tensor:
@@ -299,8 +302,8 @@ class CrossShapedAttention(nn.Layer):
         self.register_buffer(
             "qv_scale", paddle.to_tensor([self.scale] * dim + [1.0] * dim, dtype="float32"), persistable=False
         )
-        self.local_conv = Conv2D(dim, dim, 3, padding=1, groups=dim)
-        self.proj = nn.Linear(dim, dim)
+        self.local_conv = Conv2D(dim, dim, 3, padding=1, groups=dim, data_format="NHWC")
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         zero = paddle.ParamAttr(initializer=nn.initializer.Constant(0.0))
         # Named without "norm": the recipe's weight-decay exemption matches "norm" in names, and
@@ -324,18 +327,15 @@ class CrossShapedAttention(nn.Layer):
         def transposed(t: paddle.Tensor) -> paddle.Tensor:  # (B * heads, W, H, d)
             return swap_middle(maps(t))
 
-        def channels_first(t: paddle.Tensor) -> paddle.Tensor:  # (B, G, H * W, d) -> (B, G * d, H, W)
-            return t.reshape([-1, h * w, d]).transpose([0, 2, 1]).reshape([b, c, h, w])
+        def tokens(t: paddle.Tensor) -> paddle.Tensor:  # (B, G, H * W, d) -> (B, H, W, G * d)
+            return swap_middle(t).reshape([b, h, w, c])
 
         rows = _stripe_attention(maps(q_rows), maps(v_rows), self.window)
         # Vertical stripes are horizontal stripes of the transposed map.
         cols = swap_middle(_stripe_attention(transposed(q_cols), transposed(v_cols), self.window))
-        attn = paddle.concat([rows.reshape([b, heads, h * w, d]), cols.reshape([b, heads, h * w, d])], axis=1)
-        attn, values = channels_first(attn), channels_first(values)
-        out = F.hardswish(attn + self.local_conv(F.hardswish(values))).reshape([b, c, h * w])
-        # The output linear reads the maps transposed (tokens x channels) without a copy.
-        out = add_bias(paddle.matmul(out, self.proj.weight, transpose_x=True), self.proj.bias)
-        out = self.proj_drop(out)
+        attn = tokens(paddle.concat([rows.reshape([b, heads, h * w, d]), cols.reshape([b, heads, h * w, d])], axis=1))
+        out = F.hardswish(attn + self.local_conv(F.hardswish(tokens(values))))
+        out = self.proj_drop(self.proj(out))
         return self.token_bn(out.reshape([-1, c])).reshape([b, h, w, c])
 
 
@@ -374,34 +374,23 @@ class DiversityShortcut(nn.Layer):
 
 
 class MixCFN(nn.Layer):
-    """Feed-forward with mixed-scale depth-wise convs: fc1, half 3x3 / half 5x5 depth-wise, GELU, fc2."""
+    """Feed-forward with mixed-scale depth-wise convs: fc1, half 3x3 / half 5x5 depth-wise, GELU, fc2.
+
+    On (B, H, W, C) tokens throughout: the depth-wise convs run on that layout (see ``Conv2D``).
+    """
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.half = hidden // 2
-        self.dw3 = Conv2D(self.half, self.half, 3, padding=1, groups=self.half)
-        self.dw5 = Conv2D(hidden - self.half, hidden - self.half, 5, padding=2, groups=hidden - self.half)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.dw3 = Conv2D(self.half, self.half, 3, padding=1, groups=self.half, data_format="NHWC")
+        self.dw5 = Conv2D(hidden - self.half, hidden - self.half, 5, padding=2, groups=hidden - self.half,
+                          data_format="NHWC")
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        b, h, w, c = x.shape
-        tokens = x.reshape([b, h * w, c])
-        # Each half of fc1 straight into channel-first maps (B, channels, H * W), W^T x^T, and fc2
-        # reading them transposed: no transposes, splits or concatenations of the wide hidden maps.
-        halves = [self.half, self.fc1.weight.shape[1] - self.half]
-        # Splits: one concat in backward, where slices each write a zero-filled full-size gradient.
-        fc1_weights = paddle.split(self.fc1.weight, halves, axis=1)
-        fc1_biases = paddle.split(self.fc1.bias, halves)
-        fc2_weights = paddle.split(self.fc2.weight, halves)
-        out = None
-        for conv, w1, b1, w2 in zip((self.dw3, self.dw5), fc1_weights, fc1_biases, fc2_weights):
-            y = paddle.matmul(w1, tokens, transpose_x=True, transpose_y=True).reshape([b, -1, h, w])
-            y = add_channel_bias(y, b1)
-            y = gelu(conv(y)).reshape([b, -1, h * w])
-            y = paddle.matmul(y, w2, transpose_x=True)
-            out = y if out is None else out + y
-        return add_bias(out, self.fc2.bias).reshape([b, h, w, c])
+        y3, y5 = paddle.split(self.fc1(x), [self.half, self.dw5.weight.shape[0]], axis=-1)
+        return self.fc2(gelu(paddle.concat([self.dw3(y3), self.dw5(y5)], axis=-1)))
 
 
 class HRViTBlock(nn.Layer):

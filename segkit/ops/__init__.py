@@ -164,11 +164,12 @@ def _pair(value) -> List[int]:
 
 
 def conv2d(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor], stride: Sequence[int],
-           padding: Sequence[int], dilation: Sequence[int], groups: int) -> paddle.Tensor:
-    """``F.conv2d`` (NCHW, float32, CPU, symmetric integer padding) by oneDNN; ``available()`` must hold."""
+           padding: Sequence[int], dilation: Sequence[int], groups: int, channels_last: bool = False) -> paddle.Tensor:
+    """``F.conv2d`` (NCHW, or NHWC with ``channels_last``; float32, CPU, contiguous, symmetric integer padding)
+    by oneDNN; ``available()`` must hold."""
     bias = paddle.empty([0], dtype="float32") if bias is None else bias  # zero elements: no bias
     (out,) = _C_ops._run_custom_op("segkit_conv2d", x, weight, bias, _pair(stride),
-                                   _pair(padding), _pair(dilation), int(groups))
+                                   _pair(padding), _pair(dilation), int(groups), bool(channels_last))
     return out
 
 
