@@ -17,9 +17,12 @@ several-fold (HF's forward took 1.89 s alternated against 0.24 s alone). The tab
 the time ratio torch / segkit (> 1: segkit faster) per round and its spread, and segkit's MACs per
 second as a share of the probe's.
 
+segkit runs with the allocator setting of its tools (``runtime.reuse_freed_buffers``); PyTorch with glibc's
+defaults, as its scripts run, or with the same setting (``--torch_reuse_buffers``).
+
 Usage: python benchmarks/bench_vs_pytorch.py --torch_python /work/oracle-venv/bin/python
            [--official /path/to/HRViT/models/hrvit.py] [--rounds 3] [--threads N] [--skip_segformer]
-           [--train_batch 2] [--size 512]
+           [--train_batch 2] [--size 512] [--torch_reuse_buffers]
 """
 
 import argparse
@@ -42,6 +45,7 @@ from segkit.models import hrvit  # noqa: E402
 from segkit.models.base import head_resolution  # noqa: E402
 from segkit.registry import MODELS  # noqa: E402
 
+REUSE_LIMIT = 32 << 20  # runtime.reuse_freed_buffers' default
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_worker.py")
 
 
@@ -53,7 +57,10 @@ class TorchWorker:
                    "--train_batch", str(args.train_batch)]
         if args.official:
             command += ["--official", args.official]
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        env = dict(os.environ)
+        if args.torch_reuse_buffers:  # glibc's tunables: the same thresholds as runtime.reuse_freed_buffers
+            env.update(MALLOC_MMAP_THRESHOLD_=str(REUSE_LIMIT), MALLOC_TRIM_THRESHOLD_=str(REUSE_LIMIT))
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "ready":
             raise SystemExit(f"the PyTorch worker for {model} did not start (see its error above)")
@@ -152,11 +159,15 @@ def main() -> None:
     parser.add_argument("--train_batch", type=int, default=2, help="batch of the train step (both sides)")
     parser.add_argument("--threads", type=int, default=None, help="threads for both (default: all cores)")
     parser.add_argument("--skip_segformer", action="store_true", help="only the HRViT row")
+    parser.add_argument("--torch_reuse_buffers", action="store_true",
+                        help="give PyTorch segkit's allocator setting too (by default it runs as its scripts do)")
     args = parser.parse_args()
     threads = runtime.set_threads(args.threads)
+    runtime.reuse_freed_buffers(REUSE_LIMIT)  # as segkit's tools do (configure_process)
     probe = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
     print(f"{args.size}x{args.size}, train batch {args.train_batch}, {threads} threads each, {args.rounds} alternated "
-          f"rounds, paddle {paddle.__version__}")
+          f"rounds, paddle {paddle.__version__}; segkit with its tools' allocator setting, PyTorch "
+          f"{'with it too' if args.torch_reuse_buffers else 'with glibc defaults'}")
     print("| row | segkit (s) | PyTorch (s) | PyTorch / segkit per round, median (range) | segkit share of matmul peak |")
     print("|---|---|---|---|---|")
     probes = []
