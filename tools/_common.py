@@ -9,6 +9,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from segkit import runtime  # noqa: E402  (imports no Paddle)
+
+runtime.sleep_idle_openmp_workers()  # before anything loads Paddle (and its OpenMP runtimes)
+
 from segkit.errors import ConfigError, SegkitError, StoppedBySignal  # noqa: E402
 
 
@@ -72,7 +76,6 @@ def add_not_supported_args(parser: argparse.ArgumentParser, *flags: str) -> None
 def apply_runtime(args) -> int:
     """Set the process-wide runtime from the parsed flags (``segkit.runtime.configure_process``);
     returns the number of compute threads."""
-    from segkit import runtime
     from segkit.logger import logger
 
     threads = runtime.configure_process(args.threads, args.device)
