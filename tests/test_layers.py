@@ -1,5 +1,7 @@
 """segkit's shared layers against the Paddle operations they stand in for."""
 
+import contextlib
+
 import numpy as np
 import paddle
 import pytest
@@ -9,7 +11,7 @@ from segkit import ops
 from segkit.models import layers
 from segkit.models.layers import (GELU, Conv2D, Dropout2D, LayerNorm, Linear, _bilinear_matrix, add_all, add_bias,
                                  add_channel_bias, attention, gelu, onednn_applies, paddle_kernels, resize_bilinear,
-                                 scale_channels, softmax)
+                                 scale_channels, softmax, upsample_nearest)
 
 ONEDNN_CONV2D = ops.conv2d
 
@@ -111,6 +113,30 @@ def test_conv2d_on_nhwc_data_matches_paddle(kwargs, calls_made, monkeypatch):
     for out, grads in runs[::2]:
         for got, want in zip([out] + grads, [ref] + ref_grads):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("factor, size", [(2, [14, 22]), (4, [27, 41]), (8, [56, 88])])
+def test_upsample_nearest_equals_interpolate_and_crop(factor, size, monkeypatch):
+    """By segkit's resize operator (taps i // factor): the same values as Paddle's nearest upsampling
+    followed by the crop to the bit, the same gradients to float rounding."""
+    calls = []
+    resize = ops.resize_bilinear
+    monkeypatch.setattr(ops, "resize_bilinear", lambda *args: calls.append(1) or resize(*args))
+    data = paddle.randn([2, 3, 7, 11])
+    runs = []
+    for context in (contextlib.nullcontext(), paddle_kernels()):
+        x = data.detach()
+        x.stop_gradient = False
+        with context:
+            out = upsample_nearest(x, factor, size)
+        paddle.seed(1)
+        (out * paddle.randn(out.shape)).sum().backward()
+        runs.append((out.numpy(), x.grad.numpy()))
+    assert calls == [1]
+    assert runs[0][0].shape == (2, 3, *size)
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    grad, want = runs[0][1], runs[1][1]  # sums of factor x factor outputs, in another order
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
 def test_per_channel_ops_equal_broadcasting():

@@ -44,7 +44,8 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import Conv2D, DropPath, LayerNorm, Linear, add_bias, gelu, softmax, swap_middle
+from segkit.models.layers import (Conv2D, DropPath, LayerNorm, Linear, add_bias, gelu, softmax, swap_middle,
+                                  upsample_nearest)
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
 from segkit.registry import BACKBONES, MODELS
@@ -137,11 +138,7 @@ class UpPath(nn.Layer):
         self.pointwise_bn = nn.BatchNorm2D(out_channels)
 
     def forward(self, x: paddle.Tensor, size: Sequence[int]) -> paddle.Tensor:
-        x = self.pointwise_bn(self.pointwise(x))
-        # An output size rather than scale_factor: the same nearest repetition, but without the
-        # float-array attribute that Paddle2ONNX and Paddle Inference's oneDNN passes reject.
-        x = F.interpolate(x, size=paddle.shape(x)[2:] * self.factor, mode="nearest")
-        return x[:, :, : size[0], : size[1]]
+        return upsample_nearest(self.pointwise_bn(self.pointwise(x)), self.factor, size)
 
 
 class SamePath(nn.Layer):

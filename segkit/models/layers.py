@@ -334,6 +334,27 @@ def resize_bilinear(x: paddle.Tensor, size: Union[Sequence[int], paddle.Tensor],
     return paddle.matmul(paddle.matmul(rows, x), cols)
 
 
+def upsample_nearest(x: paddle.Tensor, factor: int, size: Sequence[int]) -> paddle.Tensor:
+    """NCHW ``x`` upsampled by nearest neighbours by the integer ``factor`` and cropped to ``size``:
+    ``F.interpolate(x, size=[H * factor, W * factor], mode="nearest")[:, :, :size[0], :size[1]]``.
+
+    Paddle's nearest kernel and its gradient run on one thread (HRViT's up paths: 29 ms of a forward),
+    and the crop's gradient writes a zero-filled full-size map. In dygraph on the CPU where
+    ``segkit.ops`` is built the result is ``segkit.ops.resize_bilinear`` with taps ``i // factor``
+    (weight 0: the same values bit for bit, gradients to float rounding, every plane in parallel, the
+    crop included). Elsewhere
+    (traced programs, GPU, ``paddle_kernels()``) it is Paddle's kernel and a slice; the output size is
+    given rather than ``scale_factor``, whose float-array attribute Paddle2ONNX and Paddle
+    Inference's oneDNN passes reject.
+    """
+    if x.ndim == 4 and onednn_applies(x):
+        taps = [paddle.to_tensor(np.stack([np.arange(n) // factor] * 2 + [np.zeros(n)], axis=1).astype(np.float32))
+                for n in (int(size[0]), int(size[1]))]
+        return ops.resize_bilinear(x, *taps)
+    x = nn.functional.interpolate(x, size=paddle.shape(x)[2:] * factor, mode="nearest")
+    return x[:, :, : size[0], : size[1]]
+
+
 class DropPath(nn.Layer):
     """``drop_path`` as a layer.
 
