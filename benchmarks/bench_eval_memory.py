@@ -17,9 +17,9 @@ Measured on the 2-core CPU (another job running; peak RSS in MiB, peak after ima
 the tools' allocator setting (``--allocator reuse``) and the earlier one (``--allocator release``):
 
     model          allocator  forward 1024x1024   whole 2 / 5 images        slide 2 / 5 images
-    rtformer_slim  reuse      623                 820 / 808 (768)           840 / 860 (843)   1.38x forward
+    rtformer_slim  reuse      602                 906 / 870 (854)           864 / 854 (825)   1.42x forward
     rtformer_slim  release    487                 598 / 598 (579)           705 / 705 (703)   1.45x forward
-    segformer_b0   reuse      978                 2729 / 2750 (2610)        1266 / 1264 (1264) 1.29x forward
+    segformer_b0   reuse      962                 2816 / 2853 (2661)        1332 / 1353 (1337) 1.41x forward
     segformer_b0   release    908                 2549 / 2551 (2534)        1134 / 1134 (1133) 1.25x forward
 
 Usage (2 CPU cores: SegFormer-B0 takes ~15-25 s per 2048x1024 image whole, the 20-image runs ~25 min):
@@ -40,7 +40,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-ALLOCATOR_CHOICES = {"reuse": "fixed high mmap/trim thresholds, as the tools", "release": "fixed 128 KiB mmap threshold",
+ALLOCATOR_CHOICES = {"reuse": "32 MiB mmap threshold, 1 GiB kept, as the tools", "release": "fixed 128 KiB mmap threshold",
                      "default": "glibc's adaptive thresholds"}
 
 WIDTH, HEIGHT, NUM_CLASSES = 2048, 1024, 19

@@ -222,19 +222,20 @@ def _mallopt(*settings) -> bool:
         return False
 
 
-def reuse_freed_buffers(limit: int = 32 << 20) -> bool:
+def reuse_freed_buffers(limit: int = 32 << 20, keep: int = 1 << 30) -> bool:
     """Make glibc keep freed buffers below ``limit`` bytes in the heap for the next tensors.
 
     Paddle's CPU tensors are plain ``malloc`` blocks. By default glibc serves large ones with ``mmap``
     (or trims the heap after they are freed), so each fresh multi-MB tensor first takes a page fault
     per 4 KiB page: on this 2-core VM an 8 MiB copy took 4.5 ms instead of 0.7 ms, and an HRViT-b1
-    forward at 512x512 took 64,000 faults (none with this setting). With fixed mmap and trim
-    thresholds of ``limit`` that memory is reused; larger buffers (full-resolution maps) are still
-    mapped for themselves and handed back to the OS when freed, so the resident size stays flat
-    image after image (``benchmarks/bench_eval_memory.py``). Applied by ``configure_process``.
-    Returns whether the setting was applied.
+    forward at 512x512 took 64,000 faults (none with this setting). With a fixed mmap threshold of
+    ``limit`` and up to ``keep`` bytes of free heap kept (not trimmed: a training step frees its
+    activations, then the next forward would fault them in again) that memory is reused; larger
+    buffers (full-resolution maps) are still mapped for themselves and handed back to the OS when
+    freed, so the resident size stays flat image after image (``benchmarks/bench_eval_memory.py``).
+    Applied by ``configure_process``. Returns whether the setting was applied.
     """
-    return _mallopt((_M_MMAP_THRESHOLD, limit), (_M_TRIM_THRESHOLD, limit))
+    return _mallopt((_M_MMAP_THRESHOLD, limit), (_M_TRIM_THRESHOLD, keep))
 
 
 def return_large_buffers_to_os(threshold: int = 128 * 1024) -> bool:
