@@ -44,7 +44,7 @@ from paddle import nn
 
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit.models.layers import (Conv2D, DropPath, LayerNorm, Linear, add_bias, gelu, softmax, swap_middle,
+from segkit.models.layers import (Conv2D, DropPath, LayerNorm, Linear, gelu, linear, softmax, swap_middle,
                                   upsample_nearest)
 from segkit.models.segformer import SegFormer
 from segkit.models.upstream import BN_BUFFERS, strip_training_wrappers, torch_linear
@@ -311,7 +311,7 @@ class CrossShapedAttention(nn.Layer):
         b, h, w, c = x.shape
         heads, d = self.heads_per_direction, self.head_dim
         # Queries come out of the linear already scaled: the logits need no pass of their own.
-        qv = add_bias(paddle.matmul(x, self.qv.weight * self.qv_scale), self.qv.bias * self.qv_scale)
+        qv = linear(x, self.qv.weight * self.qv_scale, self.qv.bias * self.qv_scale)
         # Channels (q | v, rows | cols, head, d) -> (B, groups, H * W, d); heads join the batch.
         # Splits back-propagate as one concat where slices each write a full-size gradient.
         groups = swap_middle(qv.reshape([b, h * w, 4 * heads, d]))

@@ -225,17 +225,29 @@ class Conv2D(nn.Conv2D):
 
 
 class Linear(nn.Linear):
-    """``paddle.nn.Linear`` whose bias gradient is a matrix product in dygraph training on the CPU.
+    """``paddle.nn.Linear`` computed by ``linear``: the bias gradient is a matrix product in dygraph training
+    on the CPU, and without gradients the bias is added inside oneDNN's product.
 
     Same parameters, names and values (checkpoints load unchanged) and the same output to float
-    rounding: ``x @ weight`` then ``add_bias``. Elsewhere (no gradient, a frozen or absent bias,
-    traced programs, GPU, mixed precision, other dtypes) it is Paddle's ``F.linear``.
+    rounding. Elsewhere (a frozen or absent bias in training, traced programs, GPU, mixed precision,
+    other dtypes) it is Paddle's ``F.linear``.
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.bias is None or not _bias_by_product(x, self.bias):
-            return super().forward(x)
-        return add_bias(paddle.matmul(x, self.weight), self.bias)
+        return linear(x, self.weight, self.bias)
+
+
+def linear(x: paddle.Tensor, weight: paddle.Tensor, bias: Optional[paddle.Tensor] = None) -> paddle.Tensor:
+    """``F.linear(x, weight, bias)``: in dygraph training on the CPU ``x @ weight`` then ``add_bias``; where
+    nothing needs a gradient and ``segkit.ops`` runs, one oneDNN product with the bias added in its
+    epilogue (Paddle adds it in a second, single-threaded pass: HRViT-b1's linears took 169 ms of a 512x512
+    forward); elsewhere (traced programs, GPU, mixed precision, ``paddle_kernels()``) Paddle's."""
+    if bias is not None and _bias_by_product(x, bias):
+        return add_bias(paddle.matmul(x, weight), bias)
+    no_gradient = not paddle.is_grad_enabled() or all(t is None or t.stop_gradient for t in (x, weight, bias))
+    if no_gradient and onednn_applies(x):
+        return ops.linear(x, weight, bias)
+    return nn.functional.linear(x, weight, bias)
 
 
 # ``conv2d(..., std=FAN_OUT)``: weights from Normal(0, sqrt(2 / fan_out)), as mmseg and the official

@@ -3,5 +3,6 @@
 // first-use build on this project's machine: 44 s of CPU as three files, 25 s as one).
 
 #include "onednn_conv.cc"  // NOLINT(build/include): a unity build
+#include "onednn_linear.cc"  // NOLINT(build/include)
 #include "onednn_nn.cc"    // NOLINT(build/include)
 #include "resize.cc"       // NOLINT(build/include)
