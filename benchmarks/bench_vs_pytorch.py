@@ -19,11 +19,13 @@ second as a share of the probe's.
 
 segkit runs with the process settings of its tools (``runtime.sleep_idle_openmp_workers``,
 ``runtime.reuse_freed_buffers``); PyTorch with glibc's defaults, as its scripts run, or with the same allocator
-setting (``--torch_reuse_buffers``).
+setting (``--torch_reuse_buffers``). By default each process alternates forwards with train steps; with
+``--forward_only`` both only run forwards, as ``tools/val.py`` or a serving process does (segkit's HRViT-b1 forward
+was 0.48-0.6 s there and 0.7-0.8 s after train steps in the same process).
 
 Usage: python benchmarks/bench_vs_pytorch.py --torch_python /work/oracle-venv/bin/python
            [--official /path/to/HRViT/models/hrvit.py] [--rounds 3] [--threads N] [--skip_segformer]
-           [--train_batch 2] [--size 512] [--torch_reuse_buffers]
+           [--train_batch 2] [--size 512] [--torch_reuse_buffers] [--forward_only]
 """
 
 import argparse
@@ -138,17 +140,21 @@ def bench_row(name: str, label: str, args, threads: int, probe: np.ndarray):
     """Alternate segkit, torch and the probe for ``args.rounds`` rounds; print two table rows."""
     forward, train, macs = segkit_steps(name, args.size, args.train_batch)
     worker = TorchWorker(args.torch_python, name, threads, args)
-    forward(), train(), worker.time("forward"), worker.time("train")  # warm-up
+    phases = [("forward", "fwd")] + ([] if args.forward_only else [("train step", "train")])
+    forward(), worker.time("forward")  # warm-up
+    if not args.forward_only:
+        train(), worker.time("train")
     times = {k: [] for k in ("fwd", "fwd_torch", "train", "train_torch", "probe")}
     for _ in range(args.rounds):
         times["fwd"].append(timed(forward))
         times["fwd_torch"].append(timed_worker(worker, "forward"))
         times["probe"].append(timed(lambda: probe @ probe))
-        times["train"].append(timed(train))
-        times["train_torch"].append(timed_worker(worker, "train"))
+        if not args.forward_only:
+            times["train"].append(timed(train))
+            times["train_torch"].append(timed_worker(worker, "train"))
     worker.close()
     peak = 2 * 2048 ** 3 / statistics.median(times["probe"])  # FLOP/s
-    for phase, key in (("forward", "fwd"), ("train step", "train")):
+    for phase, key in phases:
         ratios = [t / s for s, t in zip(times[key], times[key + "_torch"])]
         seconds = statistics.median(times[key])
         share = 2 * macs * (1 if key == "fwd" else args.train_batch * 3) / seconds / peak  # train: ~3x forward
@@ -166,6 +172,8 @@ def main() -> None:
     parser.add_argument("--train_batch", type=int, default=2, help="batch of the train step (both sides)")
     parser.add_argument("--threads", type=int, default=None, help="threads for both (default: all cores)")
     parser.add_argument("--skip_segformer", action="store_true", help="only the HRViT row")
+    parser.add_argument("--forward_only", action="store_true",
+                        help="no train steps: both processes only run forwards, as an evaluation or serving process")
     parser.add_argument("--torch_reuse_buffers", action="store_true",
                         help="give PyTorch segkit's allocator setting too (by default it runs as its scripts do)")
     args = parser.parse_args()
