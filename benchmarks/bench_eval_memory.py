@@ -40,8 +40,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-ALLOCATOR_CHOICES = {"reuse": "32 MiB mmap threshold, 1 GiB kept, as the tools", "release": "fixed 128 KiB mmap threshold",
-                     "default": "glibc's adaptive thresholds"}
+ALLOCATOR_CHOICES = {"reuse": "32 MiB mmap threshold, 1 GiB kept, as the tools",
+                     "release": "fixed 128 KiB mmap threshold", "default": "glibc's adaptive thresholds"}
 
 WIDTH, HEIGHT, NUM_CLASSES = 2048, 1024, 19
 CROP, STRIDE = (1024, 1024), (768, 768)

@@ -204,9 +204,9 @@ class Conv2D(nn.Conv2D):
     load unchanged), the same output to float rounding, a faster forward and backward on the CPU.
 
     With ``data_format="NHWC"`` a depth-wise convolution runs on the NHWC data by oneDNN in dygraph on the
-    CPU (no reorders: forward of a 3x3 on 1x128x128x32 0.45 ms against 1.3 ms on NCHW, see
-    ``segkit.ops``); elsewhere, and for other NHWC convolutions, it is ``conv2d_nchw`` between two
-    transposes, so traced programs only hold NCHW convolutions (which every exporter maps).
+    CPU (no reorders: forward / backward of a 3x3 on 64 channels at 128x128 0.82 / 2.43 ms against 1.61 /
+    3.55 ms on NCHW, 2 threads); elsewhere, and for other NHWC convolutions, it is ``conv2d_nchw``
+    between two transposes, so traced programs only hold NCHW convolutions (which every exporter maps).
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
@@ -354,10 +354,9 @@ def upsample_nearest(x: paddle.Tensor, factor: int, size: Sequence[int]) -> padd
     and the crop's gradient writes a zero-filled full-size map. In dygraph on the CPU where
     ``segkit.ops`` is built the result is ``segkit.ops.resize_bilinear`` with taps ``i // factor``
     (weight 0: the same values bit for bit, gradients to float rounding, every plane in parallel, the
-    crop included). Elsewhere
-    (traced programs, GPU, ``paddle_kernels()``) it is Paddle's kernel and a slice; the output size is
-    given rather than ``scale_factor``, whose float-array attribute Paddle2ONNX and Paddle
-    Inference's oneDNN passes reject.
+    crop included). Elsewhere (traced programs, GPU, ``paddle_kernels()``) it is Paddle's kernel and a
+    slice; the output size is given rather than ``scale_factor``, whose float-array attribute
+    Paddle2ONNX and Paddle Inference's oneDNN passes reject.
     """
     if x.ndim == 4 and onednn_applies(x):
         taps = [paddle.to_tensor(np.stack([np.arange(n) // factor] * 2 + [np.zeros(n)], axis=1).astype(np.float32))

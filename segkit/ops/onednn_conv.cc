@@ -28,7 +28,7 @@ using namespace segkit;  // NOLINT: the shared oneDNN helpers
 // all three directions, but computes 1x21 forward and 1xK weight gradients by im2col and GEMM.
 struct Geometry {
   Dims src, weights, bias, dst, strides, dilates, padding;
-  Dims out_shape;  // Paddle's [N, O, OH, OW]
+  Dims out_shape;  // Paddle's [N, O, OH, OW], or [N, OH, OW, O] on NHWC data
   Tag weights_tag, data_tag;
   bool has_bias, depthwise, channels_last;
   std::string key;
