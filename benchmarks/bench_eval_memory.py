@@ -40,7 +40,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-ALLOCATOR_CHOICES = {"reuse": "32 MiB mmap threshold, 1 GiB kept, as the tools",
+from segkit.runtime import REUSE_KEEP, REUSE_LIMIT  # noqa: E402  (imports no Paddle)
+
+ALLOCATOR_CHOICES = {"reuse": f"{REUSE_LIMIT >> 20} MiB mmap threshold, {REUSE_KEEP >> 30} GiB kept, as the tools",
                      "release": "fixed 128 KiB mmap threshold", "default": "glibc's adaptive thresholds"}
 
 WIDTH, HEIGHT, NUM_CLASSES = 2048, 1024, 19

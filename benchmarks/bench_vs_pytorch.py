@@ -52,7 +52,6 @@ from segkit.models import hrvit  # noqa: E402
 from segkit.models.base import head_resolution  # noqa: E402
 from segkit.registry import MODELS  # noqa: E402
 
-REUSE_LIMIT = 32 << 20  # runtime.reuse_freed_buffers' default
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_worker.py")
 
 
@@ -68,7 +67,7 @@ class TorchWorker:
         if USER_GOMP_SPINCOUNT is not None:
             env["GOMP_SPINCOUNT"] = USER_GOMP_SPINCOUNT
         if args.torch_reuse_buffers:  # glibc's tunables: the same thresholds as runtime.reuse_freed_buffers
-            env.update(MALLOC_MMAP_THRESHOLD_=str(REUSE_LIMIT), MALLOC_TRIM_THRESHOLD_=str(REUSE_LIMIT))
+            env.update(MALLOC_MMAP_THRESHOLD_=str(runtime.REUSE_LIMIT), MALLOC_TRIM_THRESHOLD_=str(runtime.REUSE_KEEP))
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         ready = self.process.stdout.readline().split()
         if not ready or ready[0] != "ready":
@@ -178,7 +177,7 @@ def main() -> None:
                         help="give PyTorch segkit's allocator setting too (by default it runs as its scripts do)")
     args = parser.parse_args()
     threads = runtime.set_threads(args.threads)
-    runtime.reuse_freed_buffers(REUSE_LIMIT)  # as segkit's tools do (configure_process)
+    runtime.reuse_freed_buffers()  # as segkit's tools do (configure_process)
     probe = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
     print(f"{args.size}x{args.size}, train batch {args.train_batch}, {threads} threads each, {args.rounds} alternated "
           f"rounds, paddle {paddle.__version__}; segkit with its tools' allocator setting, PyTorch "

@@ -209,6 +209,9 @@ def sleep_idle_openmp_workers() -> bool:
 
 # glibc's mallopt parameters
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+# ``reuse_freed_buffers``' setting: buffers below REUSE_LIMIT bytes come from the heap, up to REUSE_KEEP bytes of it
+# stay when freed
+REUSE_LIMIT, REUSE_KEEP = 32 << 20, 1 << 30
 
 
 def _mallopt(*settings) -> bool:
@@ -222,7 +225,7 @@ def _mallopt(*settings) -> bool:
         return False
 
 
-def reuse_freed_buffers(limit: int = 32 << 20, keep: int = 1 << 30) -> bool:
+def reuse_freed_buffers(limit: int = REUSE_LIMIT, keep: int = REUSE_KEEP) -> bool:
     """Make glibc keep freed buffers below ``limit`` bytes in the heap for the next tensors.
 
     Paddle's CPU tensors are plain ``malloc`` blocks. By default glibc serves large ones with ``mmap``
@@ -246,5 +249,6 @@ def return_large_buffers_to_os(threshold: int = 128 * 1024) -> bool:
     return _mallopt((_M_MMAP_THRESHOLD, threshold))
 
 
-# ``configure_process``'s allocator choices
+# The allocator settings by name: the tools' (``configure_process``), the earlier one and glibc's own
+# (``benchmarks/bench_eval_memory.py --allocator``, tests)
 ALLOCATORS = {"reuse": reuse_freed_buffers, "release": return_large_buffers_to_os, "default": lambda: False}
