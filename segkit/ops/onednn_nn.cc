@@ -73,8 +73,8 @@ std::vector<paddle::Tensor> SoftmaxBackward(const paddle::Tensor& out, const pad
   paddle::Tensor grad_x = paddle::empty(out.shape(), paddle::DataType::FLOAT32, out.place());
   Softmax& p = softmax_primitives(dims, dnnl::algorithm::softmax_accurate);
   p.backward_primitive().execute(cpu_stream(), {{DNNL_ARG_DST, wrap(dims, Tag::ab, out)},
-                                    {DNNL_ARG_DIFF_DST, wrap(dims, Tag::ab, grad_out)},
-                                    {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::ab, grad_x)}});
+                                                {DNNL_ARG_DIFF_DST, wrap(dims, Tag::ab, grad_out)},
+                                                {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::ab, grad_x)}});
   cpu_stream().wait();
   return {grad_x};
 }
@@ -119,8 +119,8 @@ std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::
   const Dims dims = {x.numel()};
   paddle::Tensor grad_x = paddle::empty(x.shape(), paddle::DataType::FLOAT32, x.place());
   gelu_primitives(dims).backward_primitive().execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::a, x)},
-                                                        {DNNL_ARG_DIFF_DST, wrap(dims, Tag::a, grad_out)},
-                                                        {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::a, grad_x)}});
+                                                                    {DNNL_ARG_DIFF_DST, wrap(dims, Tag::a, grad_out)},
+                                                                    {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::a, grad_x)}});
   cpu_stream().wait();
   return {grad_x};
 }
@@ -190,14 +190,14 @@ std::vector<paddle::Tensor> LayerNormBackward(const paddle::Tensor& x, const pad
   // gradients do not depend on it
   layer_norm_primitives(dims, epsilon)
       .backward_primitive().execute(cpu_stream(), {{DNNL_ARG_SRC, wrap(dims, Tag::ab, x)},
-                                       {DNNL_ARG_MEAN, wrap({dims[0]}, Tag::a, mean)},
-                                       {DNNL_ARG_VARIANCE, wrap({dims[0]}, Tag::a, variance)},
-                                       {DNNL_ARG_DIFF_DST, wrap(dims, Tag::ab, grad_out)},
-                                       {DNNL_ARG_SCALE, wrap({dims[1]}, Tag::a, scale)},
-                                       {DNNL_ARG_SHIFT, wrap({dims[1]}, Tag::a, shift)},
-                                       {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::ab, grad_x)},
-                                       {DNNL_ARG_DIFF_SCALE, wrap({dims[1]}, Tag::a, grad_scale)},
-                                       {DNNL_ARG_DIFF_SHIFT, wrap({dims[1]}, Tag::a, grad_shift)}});
+                                                   {DNNL_ARG_MEAN, wrap({dims[0]}, Tag::a, mean)},
+                                                   {DNNL_ARG_VARIANCE, wrap({dims[0]}, Tag::a, variance)},
+                                                   {DNNL_ARG_DIFF_DST, wrap(dims, Tag::ab, grad_out)},
+                                                   {DNNL_ARG_SCALE, wrap({dims[1]}, Tag::a, scale)},
+                                                   {DNNL_ARG_SHIFT, wrap({dims[1]}, Tag::a, shift)},
+                                                   {DNNL_ARG_DIFF_SRC, wrap(dims, Tag::ab, grad_x)},
+                                                   {DNNL_ARG_DIFF_SCALE, wrap({dims[1]}, Tag::a, grad_scale)},
+                                                   {DNNL_ARG_DIFF_SHIFT, wrap({dims[1]}, Tag::a, grad_shift)}});
   cpu_stream().wait();
   return {grad_x, grad_scale, grad_shift};
 }
