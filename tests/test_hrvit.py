@@ -11,9 +11,11 @@ import pytest
 from deploy_models import NUM_CLASSES
 from helpers import run_predictor, shapes_only, trainable_count, with_pretrained
 import segkit.models  # noqa: F401  (registers everything)
+from segkit import ops
 from segkit.weights import load_weights, read_state_dict
 from segkit.errors import CheckpointError, ConfigError
 from segkit.models import hrvit
+from segkit.models.layers import paddle_kernels
 from segkit.models.segformer import SegFormer
 from segkit.registry import BACKBONES, MODELS, build
 from segkit.weights.torch_pickle import read_torch_zip
@@ -216,6 +218,40 @@ def test_stripe_attention_padding_equals_attention_on_valid_tokens(h, w, stripe,
     v = rng.normal(size=(2, h, w, 6 * heads)).astype("float32")
     got = hrvit.stripe_attention(paddle.to_tensor(q), paddle.to_tensor(v), stripe, heads, 0.4)
     np.testing.assert_allclose(got.numpy(), reference_stripe_attention(q, v, stripe, heads, 0.4), atol=1e-5)
+
+
+@pytest.mark.parametrize("h, w, stripe, heads", [(12, 5, 7, 2), (9, 6, 2, 3), (8, 3, 1, 1), (5, 17, 7, 1)])
+def test_stripe_attention_operator_attends_within_rows_and_columns(h, w, stripe, heads):
+    """segkit_stripe_attention (inference): horizontal heads within stripes of rows, vertical heads within
+    stripes of columns, a cut stripe over its valid tokens; against the NumPy reference."""
+    assert ops.available()
+    rng = np.random.default_rng(h * w + stripe)
+    d = 4
+    q_rows, q_cols, v_rows, v_cols = (rng.normal(size=(2, h, w, heads * d)).astype("float32") for _ in range(4))
+    qv = np.concatenate([q_rows, q_cols, v_rows, v_cols], axis=-1)
+    with paddle.no_grad():
+        got = ops.stripe_attention(paddle.to_tensor(qv), heads, stripe).numpy()
+    rows = reference_stripe_attention(q_rows, v_rows, stripe, heads, 1.0)
+    cols = reference_stripe_attention(q_cols.transpose(0, 2, 1, 3), v_cols.transpose(0, 2, 1, 3), stripe, heads, 1.0)
+    np.testing.assert_allclose(got, np.concatenate([rows, cols.transpose(0, 2, 1, 3)], axis=-1), atol=1e-5)
+
+
+@pytest.mark.parametrize("dim, heads, window, size", [(32, 1, 1, (13, 9)), (64, 2, 7, (11, 16)), (48, 2, 2, (5, 7))])
+def test_block_inference_operators_equal_paddle_operators(dim, heads, window, size):
+    """An HRViT block without gradients (the stripe-attention operator, MixCFN's one 5x5 convolution) gives
+    what Paddle's operators (the training and export path) give."""
+    paddle.seed(dim)
+    block = hrvit.HRViTBlock(dim, heads, window, mlp_ratio=4)
+    block.eval()
+    for bn in (block.attn.token_bn,):  # starts at zero (the block as its shortcut): make the attention count
+        bn.weight.set_value(paddle.uniform(bn.weight.shape, min=0.5, max=1.5))
+        bn.bias.set_value(paddle.uniform(bn.bias.shape))
+    x = paddle.to_tensor(np.random.default_rng(dim).normal(size=(2, *size, dim)).astype("float32"))
+    with paddle.no_grad():
+        fast = block(x).numpy()
+        with paddle_kernels():
+            reference = block(x).numpy()
+    np.testing.assert_allclose(fast, reference, atol=1e-4, rtol=1e-4)
 
 
 def test_any_input_size_gives_ceil_sized_branches(golden):

@@ -1,6 +1,6 @@
 """Compiled operators for Paddle's dygraph on the CPU: convolutions, softmax, GELU, layer normalisation,
 the pixel-wise softmax cross-entropy and linears without gradients computed by oneDNN, and a bilinear
-resize of segkit's own.
+resize and HRViT's stripe attention (without gradients) of segkit's own.
 
 Paddle 3.3's dygraph computes a CPU convolution as an im2col copy and a GEMM per group, and its
 oneDNN kernels never run there (they do in exported programs, see ``segkit.engine.backends``). A
@@ -9,7 +9,8 @@ depth-wise 7x7 convolution on 1x64x128x128 took 72 ms forward against oneDNN's 2
 and cross-entropy kernels run on one thread whatever the thread count (the LayerNorm backward and
 the cross-entropy over axis 1 slowly even so). segkit calls oneDNN, the library Paddle ships in
 ``paddle/libs``, through small C++ operators with their gradients (``onednn_conv.cc``,
-``onednn_nn.cc``; ``onednn_linear.cc`` has none; ``resize.cc`` is plain C++ with OpenMP), compiled once
+``onednn_nn.cc``; ``onednn_linear.cc`` and HRViT's ``stripe_attention.cc`` have none; ``resize.cc`` is
+plain C++ with OpenMP), compiled once
 per machine and Paddle version with ``paddle.utils.cpp_extension`` the first time one runs (about 20 s;
 cached in ``~/.cache/segkit/ops``, or under ``$SEGKIT_CACHE_DIR``). Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves out:
 ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
@@ -38,11 +39,12 @@ from paddle.utils.cpp_extension.extension_utils import load_op_meta_info_and_reg
 from segkit.logger import logger
 
 _OPS = ("segkit_conv2d", "segkit_softmax", "segkit_gelu", "segkit_layer_norm", "segkit_softmax_ce",
-        "segkit_resize_bilinear", "segkit_linear")
+        "segkit_resize_bilinear", "segkit_linear", "segkit_stripe_attention")
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _UNIT = os.path.join(_HERE, "operators.cc")  # the file compiled: it includes the others
 _SOURCES = [os.path.join(_HERE, name)
-            for name in ("onednn_conv.cc", "onednn_linear.cc", "onednn_nn.cc", "resize.cc", "onednn_common.h")]
+            for name in ("onednn_conv.cc", "onednn_linear.cc", "onednn_nn.cc", "resize.cc", "stripe_attention.cc",
+                         "onednn_common.h")]
 _HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
 _state = {"loaded": None}  # None: not tried yet in this process
 # Run by a child Python: argv = the build folder, oneDNN's include folder, Paddle's libs folder, the sources.
@@ -214,4 +216,12 @@ def resize_bilinear(x: paddle.Tensor, rows: paddle.Tensor, cols: paddle.Tensor) 
     index, high index, weight of the high one; see ``segkit.models.layers._bilinear_taps``), with its
     gradient; ``available()`` must hold."""
     (out,) = _C_ops._run_custom_op("segkit_resize_bilinear", x, rows, cols)
+    return out
+
+
+def stripe_attention(qv: paddle.Tensor, heads: int, stripe: int) -> paddle.Tensor:
+    """HRViT's cross-shaped attention of ``qv`` [B, H, W, 4 * heads * d] (scaled queries of the horizontal then
+    the vertical heads, then their values) -> [B, H, W, 2 * heads * d], without a gradient (float32, CPU,
+    contiguous; see ``stripe_attention.cc``); ``available()`` must hold."""
+    (out,) = _C_ops._run_custom_op("segkit_stripe_attention", qv, int(heads), int(stripe))
     return out

@@ -6,3 +6,4 @@
 #include "onednn_linear.cc"  // NOLINT(build/include)
 #include "onednn_nn.cc"    // NOLINT(build/include)
 #include "resize.cc"       // NOLINT(build/include)
+#include "stripe_attention.cc"  // NOLINT(build/include)
