@@ -230,10 +230,11 @@ def test_stripe_attention_operator_attends_within_rows_and_columns(h, w, stripe,
     q_rows, q_cols, v_rows, v_cols = (rng.normal(size=(2, h, w, heads * d)).astype("float32") for _ in range(4))
     qv = np.concatenate([q_rows, q_cols, v_rows, v_cols], axis=-1)
     with paddle.no_grad():
-        got = ops.stripe_attention(paddle.to_tensor(qv), heads, stripe).numpy()
+        got, values = ops.stripe_attention(paddle.to_tensor(qv), heads, stripe)
     rows = reference_stripe_attention(q_rows, v_rows, stripe, heads, 1.0)
     cols = reference_stripe_attention(q_cols.transpose(0, 2, 1, 3), v_cols.transpose(0, 2, 1, 3), stripe, heads, 1.0)
-    np.testing.assert_allclose(got, np.concatenate([rows, cols.transpose(0, 2, 1, 3)], axis=-1), atol=1e-5)
+    np.testing.assert_allclose(got.numpy(), np.concatenate([rows, cols.transpose(0, 2, 1, 3)], axis=-1), atol=1e-5)
+    np.testing.assert_array_equal(values.numpy(), np.concatenate([v_rows, v_cols], axis=-1))
 
 
 @pytest.mark.parametrize("dim, heads, window, size", [(32, 1, 1, (13, 9)), (64, 2, 7, (11, 16)), (48, 2, 2, (5, 7))])
@@ -252,6 +253,32 @@ def test_block_inference_operators_equal_paddle_operators(dim, heads, window, si
         with paddle_kernels():
             reference = block(x).numpy()
     np.testing.assert_allclose(fast, reference, atol=1e-4, rtol=1e-4)
+
+
+def test_block_training_gradients_equal_paddle_operators():
+    """The stripe-attention operator's gradient (queries, values as keys, the values output) and MixCFN's one
+    5x5 convolution back-propagate what Paddle's operators do: input and every parameter gradient."""
+    paddle.seed(3)
+    block = hrvit.HRViTBlock(64, 2, 7, mlp_ratio=4)
+    block.train()
+    bn = block.attn.token_bn
+    bn.weight.set_value(paddle.uniform(bn.weight.shape, min=0.5, max=1.5))
+    x = paddle.to_tensor(np.random.default_rng(3).normal(size=(2, 11, 16, 64)).astype("float32"))
+    weights = paddle.to_tensor(np.random.default_rng(4).normal(size=(2, 11, 16, 64)).astype("float32"))
+
+    def gradients():
+        block.clear_gradients()
+        inputs = x.clone()
+        inputs.stop_gradient = False
+        (block(inputs) * weights).sum().backward()
+        return [inputs.grad.numpy()] + [p.grad.numpy() for p in block.parameters() if not p.stop_gradient]
+
+    fast = gradients()
+    with paddle_kernels():
+        reference = gradients()
+    assert len(fast) == len(reference) > 20
+    for got, expected in zip(fast, reference):
+        np.testing.assert_allclose(got, expected, atol=2e-4, rtol=1e-3)
 
 
 def test_any_input_size_gives_ceil_sized_branches(golden):

@@ -19,10 +19,10 @@ What differs from upstream:
   computes vertical stripes as horizontal stripes of the transposed map (attention is
   permutation-invariant inside a stripe); the depth-wise convs of the attention, MixCFN and the
   patch embedding run on the (B, H, W, C) layout too (``Conv2D(data_format="NHWC")``), so their
-  linears are plain matrix products and oneDNN reorders nothing. Without gradients on the CPU, one
-  operator (``segkit.ops.stripe_attention``) computes the attention from the query/value linear's
-  output as it lies; in dygraph on the CPU MixCFN's 3x3 and 5x5 halves are one 5x5 depth-wise conv
-  (3x3 kernels zero-padded), so its channels are never split and re-joined.
+  linears are plain matrix products and oneDNN reorders nothing. In dygraph on the CPU one operator
+  (``segkit.ops.stripe_attention``, with its gradient) computes the attention from the query/value
+  linear's output, and MixCFN's 3x3 and 5x5 halves are one 5x5 depth-wise conv (3x3 kernels
+  zero-padded), so its channels are never split and re-joined.
 * Padded window positions are masked (-100, as upstream) as keys only. Upstream also adds -100 to
   whole rows of padded queries; softmax is shift-invariant and those rows are cropped, so the
   valid outputs are the same. Padding and mask are built from tensor ops, so a static export with
@@ -315,9 +315,9 @@ class CrossShapedAttention(nn.Layer):
         b, h, w, c = x.shape
         # Queries come out of the linear already scaled: the logits need no pass of their own.
         qv = linear(x, self.qv.weight * self.qv_scale, self.qv.bias * self.qv_scale)
-        if onednn_applies(qv) and (qv.stop_gradient or not paddle.is_grad_enabled()):
-            # Inference on the CPU: one operator reads queries and values where the linear wrote them.
-            attn, values = ops.stripe_attention(qv, self.heads_per_direction, self.window), qv[:, :, :, c:]
+        if onednn_applies(qv):
+            # Dygraph on the CPU: one operator, with its gradient, from the linear's output as it lies.
+            attn, values = ops.stripe_attention(qv, self.heads_per_direction, self.window)
         else:
             attn, values = self._attention(x, qv)
         out = F.hardswish(attn + self.local_conv(F.hardswish(values)))
@@ -325,8 +325,8 @@ class CrossShapedAttention(nn.Layer):
         return self.token_bn(out.reshape([-1, c])).reshape([b, h, w, c])
 
     def _attention(self, x: paddle.Tensor, qv: paddle.Tensor) -> Tuple[paddle.Tensor, paddle.Tensor]:
-        """Stripe attention of ``qv``, the linear of ``x``, from Paddle operators (autograd, traced programs, GPU):
-        (output, values), both shaped as ``x``."""
+        """Stripe attention of ``qv``, the linear of ``x``, from Paddle operators (traced programs, GPU, mixed
+        precision, ``paddle_kernels()``): (output, values), both shaped as ``x``."""
         b, h, w, c = x.shape
         heads, d = self.heads_per_direction, self.head_dim
         # Channels (q | v, rows | cols, head, d) -> (B, groups, H * W, d); heads join the batch.

@@ -1,6 +1,6 @@
 """Compiled operators for Paddle's dygraph on the CPU: convolutions, softmax, GELU, layer normalisation,
 the pixel-wise softmax cross-entropy and linears without gradients computed by oneDNN, and a bilinear
-resize and HRViT's stripe attention (without gradients) of segkit's own.
+resize and HRViT's stripe attention of segkit's own.
 
 Paddle 3.3's dygraph computes a CPU convolution as an im2col copy and a GEMM per group, and its
 oneDNN kernels never run there (they do in exported programs, see ``segkit.engine.backends``). A
@@ -9,8 +9,8 @@ depth-wise 7x7 convolution on 1x64x128x128 took 72 ms forward against oneDNN's 2
 and cross-entropy kernels run on one thread whatever the thread count (the LayerNorm backward and
 the cross-entropy over axis 1 slowly even so). segkit calls oneDNN, the library Paddle ships in
 ``paddle/libs``, through small C++ operators with their gradients (``onednn_conv.cc``,
-``onednn_nn.cc``; ``onednn_linear.cc`` and HRViT's ``stripe_attention.cc`` have none; ``resize.cc`` is
-plain C++ with OpenMP), compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``
+``onednn_nn.cc``; ``onednn_linear.cc`` has none; ``resize.cc`` and HRViT's ``stripe_attention.cc`` are
+plain C++ with OpenMP, the latter calling oneDNN's sgemm), compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``
 the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``, or under ``$SEGKIT_CACHE_DIR``).
 Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves out:
 ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
@@ -30,7 +30,7 @@ import site
 import subprocess
 import sys
 import sysconfig
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import paddle
 from paddle import _C_ops
@@ -219,9 +219,9 @@ def resize_bilinear(x: paddle.Tensor, rows: paddle.Tensor, cols: paddle.Tensor) 
     return out
 
 
-def stripe_attention(qv: paddle.Tensor, heads: int, stripe: int) -> paddle.Tensor:
+def stripe_attention(qv: paddle.Tensor, heads: int, stripe: int) -> Tuple[paddle.Tensor, paddle.Tensor]:
     """HRViT's cross-shaped attention of ``qv`` [B, H, W, 4 * heads * d] (scaled queries of the horizontal then
-    the vertical heads, then their values) -> [B, H, W, 2 * heads * d], without a gradient (float32, CPU,
-    contiguous; see ``stripe_attention.cc``); ``available()`` must hold."""
-    (out,) = _C_ops._run_custom_op("segkit_stripe_attention", qv, int(heads), int(stripe))
-    return out
+    the vertical heads, then their values) with its gradient: the output and the values, both
+    [B, H, W, 2 * heads * d] (float32, CPU, contiguous; see ``stripe_attention.cc``); ``available()`` must hold."""
+    out, values = _C_ops._run_custom_op("segkit_stripe_attention", qv, int(heads), int(stripe))
+    return out, values
