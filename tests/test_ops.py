@@ -107,3 +107,21 @@ def test_every_file_the_build_reads_ships_with_the_package():
     for path in [ops._UNIT] + ops._SOURCES:
         assert os.path.isfile(path), path
         assert any(fnmatch.fnmatch(os.path.basename(path), pattern) for pattern in globs), (path, globs)
+
+
+@pytest.mark.timeout(300)
+def test_parallel_loops_run_on_the_openmp_runtime_onednn_uses():
+    """segkit's OpenMP loops and Paddle's oneDNN bind their OpenMP entry points to one runtime: on two, a oneDNN
+    call inside a loop saw no parallel region and started threads of its own, and each runtime's idle threads
+    spun on the cores the other needed. Read from the dynamic linker's bindings in a fresh process."""
+    code = ("import paddle; from segkit import ops; assert ops.available()\n"
+            "ops.stripe_attention(paddle.randn([1, 4, 4, 16]), 1, 2)\n")
+    out = _finish(_python(code, ops.cache_root(), LD_DEBUG="bindings"))
+    binding = re.compile(r"binding file (\S+) \[\d+\] to (\S+) \[\d+\]: normal symbol `((?:GOMP|omp)_\w+)'")
+    runtimes = {}
+    for binder, library, symbol in binding.findall(out):
+        name = os.path.basename(binder)
+        if name.startswith("segkit_onednn") or (name.startswith("libdnnl") and symbol == "GOMP_parallel"):
+            runtimes.setdefault(name.split(".")[0], set()).add(os.path.basename(library))
+    assert set(runtimes) == {"segkit_onednn", "libdnnl"}, runtimes
+    assert runtimes["segkit_onednn"] == runtimes["libdnnl"], runtimes

@@ -47,11 +47,18 @@ _SOURCES = [os.path.join(_HERE, name)
                          "onednn_common.h")]
 _HEADERS_HINT = "pip install --no-deps onednn-devel==2025.0.0"
 _state = {"loaded": None}  # None: not tried yet in this process
-# Run by a child Python: argv = the build folder, oneDNN's include folder, Paddle's libs folder, the sources.
+# Run by a child Python: argv = the build folder, oneDNN's include folder, Paddle's libs folder, the OpenMP link
+# flag, the sources.
 _BUILD_SCRIPT = ("import sys\nfrom paddle.utils.cpp_extension import load\n"
-                 "load(name='segkit_onednn', sources=sys.argv[4:], build_directory=sys.argv[1], "
+                 "load(name='segkit_onednn', sources=sys.argv[5:], build_directory=sys.argv[1], "
                  "extra_include_paths=[sys.argv[2]], extra_cxx_cflags=['-O3', '-fopenmp'], "
-                 "extra_ldflags=['-fopenmp', '-L' + sys.argv[3], '-l:libdnnl.so.3', '-Wl,-rpath,' + sys.argv[3]])\n")
+                 "extra_ldflags=[sys.argv[4], '-L' + sys.argv[3], '-l:libdnnl.so.3', '-Wl,-rpath,' + sys.argv[3]])\n")
+# Paddle's oneDNN runs its threads on the Intel OpenMP runtime Paddle ships (it binds GOMP_parallel and
+# omp_in_parallel there). segkit's own parallel loops link against the same runtime: on GNU OpenMP, a oneDNN
+# call inside them saw no parallel region and started threads of its own (HRViT's stripe attention: two
+# sgemm threads per loop thread on two cores), and each runtime's idle threads spun on the cores the other
+# needed.
+_INTEL_OPENMP = "libiomp5.so"
 
 
 def _library_in(build_dir: str) -> str:
@@ -86,6 +93,11 @@ def _paddle_libs() -> str:
     return folder
 
 
+def _openmp_link_flag(libs: str) -> str:
+    """Link against Paddle's Intel OpenMP where its wheel ships one, else GNU OpenMP."""
+    return "-l:" + _INTEL_OPENMP if os.path.isfile(os.path.join(libs, _INTEL_OPENMP)) else "-fopenmp"
+
+
 def _build_dir() -> str:
     """The cache folder of this source, Paddle build and header folder."""
     digest = hashlib.sha256()
@@ -106,7 +118,8 @@ def _compile(build_dir: str) -> None:
     os.makedirs(staging)
     log = os.path.join(staging, "build.log")
     with open(log, "w") as out:
-        done = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, staging, include, libs, _UNIT],
+        done = subprocess.run([sys.executable, "-c", _BUILD_SCRIPT, staging, include, libs, _openmp_link_flag(libs),
+                               _UNIT],
                               stdout=out, stderr=subprocess.STDOUT, timeout=600)
     if done.returncode != 0 or not os.path.isfile(_library_in(staging)):
         failed = f"{build_dir}.failed"

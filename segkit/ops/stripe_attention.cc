@@ -174,7 +174,7 @@ std::vector<paddle::Tensor> StripeAttentionForward(const paddle::Tensor& qv, int
     std::vector<float> probs(most * most), rows(3 * most * d);  // a task's queries, values, outputs
     std::vector<int64_t> tokens(most);
     float *q = rows.data(), *v = q + most * d, *o = v + most * d;
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(monotonic : dynamic)  // the GOMP 1.0 entry points Intel OpenMP has
     for (int64_t task = 0; task < tasks.count; ++task) {
       int64_t group;
       const int64_t t = tasks.tokens_of(task, tokens.data(), &group);
@@ -209,7 +209,7 @@ std::vector<paddle::Tensor> StripeAttentionBackward(const paddle::Tensor& qv, co
     float *probs = squares.data(), *dlogits = probs + most * most;
     float *q = rows.data(), *v = q + most * d, *o = v + most * d, *dout = o + most * d, *dq = dout + most * d;
     float* dv = dq + most * d;
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(monotonic : dynamic)  // the GOMP 1.0 entry points Intel OpenMP has
     for (int64_t task = 0; task < tasks.count; ++task) {
       int64_t group;
       const int64_t t = tasks.tokens_of(task, tokens.data(), &group);
