@@ -17,11 +17,10 @@ several-fold (HF's forward took 1.89 s alternated against 0.24 s alone). The tab
 the time ratio torch / segkit (> 1: segkit faster) per round and its spread, and segkit's MACs per
 second as a share of the probe's.
 
-segkit runs with the process settings of its tools (``runtime.sleep_idle_openmp_workers``,
-``runtime.reuse_freed_buffers``); PyTorch with glibc's defaults, as its scripts run, or with the same allocator
-setting (``--torch_reuse_buffers``). By default each process alternates forwards with train steps; with
-``--forward_only`` both only run forwards, as ``tools/val.py`` or a serving process does (segkit's HRViT-b1 forward
-was 0.48-0.6 s there and 0.7-0.8 s after train steps in the same process).
+segkit runs with the process settings of its tools (``runtime.reuse_freed_buffers``); PyTorch with glibc's
+defaults, as its scripts run, or with the same allocator setting (``--torch_reuse_buffers``). By default each
+process alternates forwards with train steps; with ``--forward_only`` both only run forwards, as ``tools/val.py``
+or a serving process does.
 
 Usage: python benchmarks/bench_vs_pytorch.py --torch_python /work/oracle-venv/bin/python
            [--official /path/to/HRViT/models/hrvit.py] [--rounds 3] [--threads N] [--skip_segformer]
@@ -37,14 +36,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from segkit import runtime  # noqa: E402  (imports no Paddle)
-
-USER_GOMP_SPINCOUNT = os.environ.get("GOMP_SPINCOUNT")  # the PyTorch worker runs with the user's environment
-runtime.sleep_idle_openmp_workers()  # as segkit's tools do, before Paddle loads
-
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 
+from segkit import runtime  # noqa: E402
 import segkit.models  # noqa: E402,F401  (registers the models)
 from segkit.complexity import count_macs  # noqa: E402
 from segkit.losses import CrossEntropyLoss  # noqa: E402
@@ -63,9 +58,7 @@ class TorchWorker:
                    "--train_batch", str(args.train_batch)]
         if args.official:
             command += ["--official", args.official]
-        env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-        if USER_GOMP_SPINCOUNT is not None:
-            env["GOMP_SPINCOUNT"] = USER_GOMP_SPINCOUNT
+        env = dict(os.environ)
         if args.torch_reuse_buffers:  # glibc's tunables: the same thresholds as runtime.reuse_freed_buffers
             env.update(MALLOC_MMAP_THRESHOLD_=str(runtime.REUSE_LIMIT), MALLOC_TRIM_THRESHOLD_=str(runtime.REUSE_KEEP))
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)

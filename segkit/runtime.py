@@ -7,13 +7,11 @@ segkit as a library may call them too.
 * Device. ``--device cpu|gpu|xpu|npu|mlu`` as in PaddleSeg; unlike PaddleSeg, which silently
   falls back to the CPU, a device this Paddle build cannot use is an error saying so.
 * Threads. Paddle's dygraph runs every CPU op on **one** thread unless told otherwise (the
-  ``FLAGS_paddle_num_threads`` flag does not change it; ``core.set_num_threads`` does, and GNU
-  OpenMP's count for oneDNN and ``segkit.ops``), so by default the tools use every core this
-  process may run on. With several ranks on one machine the
+  ``FLAGS_paddle_num_threads`` flag does not change it; ``core.set_num_threads`` does, for Paddle's
+  kernels, oneDNN and ``segkit.ops``, which share Paddle's OpenMP runtime), so by default the tools use
+  every core this process may run on. With several ranks on one machine the
   cores are shared out between them, and DataLoader worker processes compute on one thread each
   (their OpenCV included), so that workers and the model do not fight over the cores.
-* OpenMP. ``sleep_idle_openmp_workers`` keeps the two OpenMP runtimes in the process (GNU's for oneDNN
-  and segkit's operators, Intel's for Paddle's kernels) from spinning on each other's cores.
 * Allocator. ``reuse_freed_buffers`` keeps freed tensors' memory for the next ones instead of
   faulting fresh pages in for every large tensor.
 """
@@ -92,8 +90,8 @@ def set_threads(threads: Optional[int] = None, world_size: Optional[int] = None)
 
 
 def _set_gnu_openmp_threads(threads: int) -> None:
-    """oneDNN (the ``libdnnl`` Paddle ships, which ``segkit.ops`` calls) and segkit's own operators run on
-    GNU OpenMP, whose thread count Paddle's ``set_num_threads`` (Intel OpenMP's) leaves alone."""
+    """GNU OpenMP's thread count, which Paddle's ``set_num_threads`` leaves alone where Paddle ships Intel
+    OpenMP: oneDNN and ``segkit.ops`` run on Paddle's runtime, but other libraries may use GNU's."""
     try:
         ctypes.CDLL("libgomp.so.1").omp_set_num_threads(threads)
     except (OSError, AttributeError):  # no GNU OpenMP here: nothing of segkit's runs on it
@@ -188,23 +186,6 @@ def configure_process(threads: Optional[int] = None, device: Optional[str] = Non
     threads = set_threads(threads)
     reuse_freed_buffers()
     return threads
-
-
-def sleep_idle_openmp_workers() -> bool:
-    """Make GNU OpenMP's idle workers sleep at once instead of spinning; call it before ``import paddle``.
-
-    oneDNN and segkit's operators run on GNU OpenMP, Paddle's own CPU kernels on Intel OpenMP, and the idle
-    workers of both spin for a while after each parallel region. On a few cores each runtime's spinning
-    workers hold the cores the other's next region needs: on 2 cores a 5x5 depth-wise convolution after
-    segkit's weight-gradient loop took 2.9 ms instead of 0.5 ms, and HRViT-b1's forward and train step ran
-    10-25% faster without GNU OpenMP's spinning (3 alternated rounds; SegFormer-B0 and SegNeXt-T the same
-    within noise; Intel OpenMP's ``kmp_set_blocktime(0)`` made them slower). GNU OpenMP reads
-    ``GOMP_SPINCOUNT`` when Paddle loads it, so this sets it only if Paddle is not imported yet and the
-    user has not set it; the tools call it first thing. Returns whether the spin count is now 0.
-    """
-    if "paddle" not in sys.modules:
-        os.environ.setdefault("GOMP_SPINCOUNT", "0")
-    return os.environ.get("GOMP_SPINCOUNT") == "0"
 
 
 # glibc's mallopt parameters

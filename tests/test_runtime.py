@@ -53,47 +53,6 @@ def test_set_threads_reaches_onednn_and_segkits_operators():
     assert run.stdout.split()[-3:] == ["True", "1", "2"], run.stdout
 
 
-# In a fresh process without GOMP_SPINCOUNT: load a tool module and record that variable at the moment Paddle
-# is first imported (GNU OpenMP reads it when Paddle loads it).
-SPIN_PROBE = """
-import importlib.util, os, sys
-seen = []
-class Watch:
-    def find_spec(self, name, path=None, target=None):
-        if name == "paddle" and not seen:
-            seen.append(os.environ.get("GOMP_SPINCOUNT"))
-        return None
-sys.meta_path.insert(0, Watch())
-sys.path.insert(0, "tools")
-spec = importlib.util.spec_from_file_location("tool", sys.argv[1])
-spec.loader.exec_module(importlib.util.module_from_spec(spec))
-import paddle
-from segkit import runtime
-print(seen[0], runtime.sleep_idle_openmp_workers())
-"""
-
-
-@pytest.mark.timeout(200)
-@pytest.mark.parametrize("tool", ["train", "val", "predict", "export"])
-def test_tools_let_idle_gnu_openmp_workers_sleep_before_paddle_loads(tool):
-    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    run = subprocess.run([sys.executable, "-c", SPIN_PROBE, f"tools/{tool}.py"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=180, env=env)
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split()[-2:] == ["0", "True"], run.stdout
-
-
-def test_openmp_spin_setting_leaves_a_loaded_paddle_and_the_users_choice_alone(monkeypatch):
-    """Once Paddle is loaded it is too late to set, so nothing is set; a user's value is kept."""
-    import paddle  # noqa: F401  (loaded, as in any process that has run a model)
-
-    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
-    assert not runtime.sleep_idle_openmp_workers() and "GOMP_SPINCOUNT" not in os.environ
-    monkeypatch.setenv("GOMP_SPINCOUNT", "1000")
-    monkeypatch.delitem(sys.modules, "paddle")
-    assert not runtime.sleep_idle_openmp_workers() and os.environ["GOMP_SPINCOUNT"] == "1000"
-
-
 # Page faults per copy of an 8 MiB tensor (after the first copies) in a fresh process, per allocator setting.
 ALLOCATOR_PROBE = """
 import resource, sys, paddle

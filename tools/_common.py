@@ -10,9 +10,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from segkit import runtime  # noqa: E402  (imports no Paddle)
-
-runtime.sleep_idle_openmp_workers()  # before anything loads Paddle (and its OpenMP runtimes)
-
 from segkit.errors import ConfigError, SegkitError, StoppedBySignal  # noqa: E402
 
 

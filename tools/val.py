@@ -3,9 +3,9 @@
 import argparse
 import os
 
+import paddle
 from _common import (add_config_args, add_not_supported_args, add_runtime_args, add_test_args, apply_runtime,
                      build_model_for_inference, run_cli, test_config_from_args, yes_no)
-import paddle  # noqa: I100  (after _common, which must run before Paddle loads)
 
 from segkit.config import INFERENCE_SECTIONS, load_config
 from segkit.engine.checkpoints import require_writable_folder
