@@ -26,7 +26,10 @@ What differs from upstream:
 * Padded window positions are masked (-100, as upstream) as keys only. Upstream also adds -100 to
   whole rows of padded queries; softmax is shift-invariant and those rows are cropped, so the
   valid outputs are the same. Padding and mask are built from tensor ops, so a static export with
-  a dynamic image size (``[None, 3, None, None]``) traces and serves every size.
+  a dynamic image size (``[None, 3, None, None]``) traces and serves every size. The operator of
+  dygraph on the CPU attends over a cut stripe's valid tokens only: a padded key's exp(-100) is
+  below float32's resolution against the valid keys unless all of a row's valid logits are below
+  about -90.
 * Module and parameter names are segkit's; ``convert_official_state_dict`` (used automatically by
   ``remap_checkpoint_keys``) maps the official PyTorch (and mmseg) keys and layouts onto them.
 * The ImageNet classifier (``HRViTClassifier``) is not ported: segkit only needs the features.
