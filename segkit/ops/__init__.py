@@ -10,8 +10,9 @@ and cross-entropy kernels run on one thread whatever the thread count (the Layer
 the cross-entropy over axis 1 slowly even so). segkit calls oneDNN, the library Paddle ships in
 ``paddle/libs``, through small C++ operators with their gradients (``onednn_conv.cc``,
 ``onednn_nn.cc``; ``onednn_linear.cc`` has none; ``resize.cc`` and HRViT's ``stripe_attention.cc`` are
-plain C++ with OpenMP, the latter calling oneDNN's sgemm), compiled once per machine and Paddle version with ``paddle.utils.cpp_extension``
-the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``, or under ``$SEGKIT_CACHE_DIR``).
+plain C++ with OpenMP, the latter calling oneDNN's sgemm), compiled once per machine and Paddle version
+with ``paddle.utils.cpp_extension`` the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``,
+or under ``$SEGKIT_CACHE_DIR``).
 Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves out:
 ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
 

@@ -19,7 +19,7 @@
 //     contiguous.
 
 #include <algorithm>
-#include <cmath>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -96,11 +96,20 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void softmax_row(fl
   for (int64_t j = 0; j < t; ++j) row[j] *= inv;
 }
 
+// A failed sgemm's status, reported once the parallel loop has ended (an exception must not leave an OpenMP
+// region).
+std::atomic<int> sgemm_failure{dnnl_success};
+
 // C [m, n] = op(A) op(B) + beta C, row-major, on the calling thread when called inside a parallel loop.
 void sgemm(char trans_a, char trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
            int64_t ldb, float beta, float* c, int64_t ldc) {
   const dnnl_status_t status = dnnl_sgemm(trans_a, trans_b, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
-  PD_CHECK(status == dnnl_success, "segkit_stripe_attention: oneDNN's sgemm failed (status ", int(status), ")");
+  if (status != dnnl_success) sgemm_failure = status;
+}
+
+void check_sgemm() {
+  const int status = sgemm_failure.exchange(dnnl_success);
+  PD_CHECK(status == dnnl_success, "segkit_stripe_attention: oneDNN's sgemm failed (status ", status, ")");
 }
 
 // Softmax(q v^T) of ``t`` tokens [t, d] into ``probs`` [t, t].
@@ -186,6 +195,7 @@ std::vector<paddle::Tensor> StripeAttentionForward(const paddle::Tensor& qv, int
       scatter(v, tokens.data(), t, d, values_dst, tasks.out_wide, group * d);
     }
   }
+  check_sgemm();
   return {out, values};
 }
 
@@ -234,6 +244,7 @@ std::vector<paddle::Tensor> StripeAttentionBackward(const paddle::Tensor& qv, co
       scatter(dv, tokens.data(), t, d, dst, tasks.wide, v_at);
     }
   }
+  check_sgemm();
   return {qv_grad};
 }
 
