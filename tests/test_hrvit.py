@@ -222,7 +222,7 @@ def test_stripe_attention_padding_equals_attention_on_valid_tokens(h, w, stripe,
 
 @pytest.mark.parametrize("h, w, stripe, heads", [(12, 5, 7, 2), (9, 6, 2, 3), (8, 3, 1, 1), (5, 17, 7, 1)])
 def test_stripe_attention_operator_attends_within_rows_and_columns(h, w, stripe, heads):
-    """segkit_stripe_attention (inference): horizontal heads within stripes of rows, vertical heads within
+    """segkit_stripe_attention's forward: horizontal heads within stripes of rows, vertical heads within
     stripes of columns, a cut stripe over its valid tokens; against the NumPy reference."""
     assert ops.available()
     rng = np.random.default_rng(h * w + stripe)
@@ -241,12 +241,13 @@ def test_stripe_attention_operator_attends_within_rows_and_columns(h, w, stripe,
 def test_block_inference_operators_equal_paddle_operators(dim, heads, window, size):
     """An HRViT block without gradients (the stripe-attention operator, MixCFN's one 5x5 convolution) gives
     what Paddle's operators (the training and export path) give."""
+    assert ops.available()  # else both sides would be Paddle's operators
     paddle.seed(dim)
     block = hrvit.HRViTBlock(dim, heads, window, mlp_ratio=4)
     block.eval()
-    for bn in (block.attn.token_bn,):  # starts at zero (the block as its shortcut): make the attention count
-        bn.weight.set_value(paddle.uniform(bn.weight.shape, min=0.5, max=1.5))
-        bn.bias.set_value(paddle.uniform(bn.bias.shape))
+    bn = block.attn.token_bn  # starts at zero (the block as its shortcut): make the attention count
+    bn.weight.set_value(paddle.uniform(bn.weight.shape, min=0.5, max=1.5))
+    bn.bias.set_value(paddle.uniform(bn.bias.shape))
     x = paddle.to_tensor(np.random.default_rng(dim).normal(size=(2, *size, dim)).astype("float32"))
     with paddle.no_grad():
         fast = block(x).numpy()
@@ -258,6 +259,7 @@ def test_block_inference_operators_equal_paddle_operators(dim, heads, window, si
 def test_block_training_gradients_equal_paddle_operators():
     """The stripe-attention operator's gradient (queries, values as keys, the values output) and MixCFN's one
     5x5 convolution back-propagate what Paddle's operators do: input and every parameter gradient."""
+    assert ops.available()  # else both sides would be Paddle's operators
     paddle.seed(3)
     block = hrvit.HRViTBlock(64, 2, 7, mlp_ratio=4)
     block.train()
