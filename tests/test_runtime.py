@@ -30,27 +30,30 @@ def test_set_threads_reaches_paddles_cpu_kernels():
     assert three > one  # Paddle started extra compute threads (its math library caps them at the cores)
 
 
-# GNU OpenMP's thread count (oneDNN's and segkit's operators'), read in a fresh process after set_threads.
-GNU_OPENMP_PROBE = """
-import ctypes, paddle
+# The thread counts of the OpenMP runtime oneDNN and segkit's operators run on (Paddle's Intel OpenMP where it
+# ships one) and of GNU OpenMP (other libraries'), read in a fresh process after set_threads.
+OPENMP_PROBE = """
+import ctypes, os, paddle
 from segkit import ops, runtime
 from segkit.models.layers import Conv2D
+libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
+intel = os.path.join(libs, ops._INTEL_OPENMP)
+segkits = ctypes.CDLL(intel if ops._openmp_link_flag(libs) != "-fopenmp" else "libgomp.so.1")
 gomp = ctypes.CDLL("libgomp.so.1")
 counts = []
 for threads in (1, 2):
     runtime.set_threads(threads)
     Conv2D(4, 4, 3, padding=1)(paddle.ones([1, 4, 8, 8])).numpy()
-    counts.append(gomp.omp_get_max_threads())
+    counts += [segkits.omp_get_max_threads(), gomp.omp_get_max_threads()]
 print(ops.available(), *counts)
 """
 
 
 @pytest.mark.timeout(300)
 def test_set_threads_reaches_onednn_and_segkits_operators():
-    run = subprocess.run([sys.executable, "-c", GNU_OPENMP_PROBE], cwd=ROOT, capture_output=True, text=True,
-                         timeout=280)
+    run = subprocess.run([sys.executable, "-c", OPENMP_PROBE], cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.split()[-3:] == ["True", "1", "2"], run.stdout
+    assert run.stdout.split()[-5:] == ["True", "1", "1", "2", "2"], run.stdout
 
 
 # Page faults per copy of an 8 MiB tensor (after the first copies) in a fresh process, per allocator setting.
