@@ -33,12 +33,10 @@ def test_set_threads_reaches_paddles_cpu_kernels():
 # The thread counts of the OpenMP runtime oneDNN and segkit's operators run on (Paddle's Intel OpenMP where it
 # ships one) and of GNU OpenMP (other libraries'), read in a fresh process after set_threads.
 OPENMP_PROBE = """
-import ctypes, os, paddle
+import ctypes, paddle
 from segkit import ops, runtime
 from segkit.models.layers import Conv2D
-libs = os.path.join(os.path.dirname(paddle.__file__), "libs")
-intel = os.path.join(libs, ops._INTEL_OPENMP)
-segkits = ctypes.CDLL(intel if ops._openmp_link_flag(libs) != "-fopenmp" else "libgomp.so.1")
+segkits = ctypes.CDLL(ops._intel_openmp(ops._paddle_libs()) or "libgomp.so.1")
 gomp = ctypes.CDLL("libgomp.so.1")
 counts = []
 for threads in (1, 2):

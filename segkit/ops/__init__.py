@@ -94,9 +94,15 @@ def _paddle_libs() -> str:
     return folder
 
 
+def _intel_openmp(libs: str) -> Optional[str]:
+    """The Intel OpenMP library in Paddle's ``libs`` folder, None where its wheel ships none."""
+    path = os.path.join(libs, _INTEL_OPENMP)
+    return path if os.path.isfile(path) else None
+
+
 def _openmp_link_flag(libs: str) -> str:
     """Link against Paddle's Intel OpenMP where its wheel ships one, else GNU OpenMP."""
-    return "-l:" + _INTEL_OPENMP if os.path.isfile(os.path.join(libs, _INTEL_OPENMP)) else "-fopenmp"
+    return "-l:" + _INTEL_OPENMP if _intel_openmp(libs) else "-fopenmp"
 
 
 def _build_dir() -> str:
