@@ -48,9 +48,9 @@ import paddle
 import paddle.nn.functional as F
 from paddle import nn
 
+from segkit import ops
 from segkit.errors import ConfigError
 from segkit.models.base import Backbone
-from segkit import ops
 from segkit.models.layers import (Conv2D, DropPath, LayerNorm, Linear, gelu, linear, onednn_applies, softmax,
                                   swap_middle, upsample_nearest)
 from segkit.models.segformer import SegFormer

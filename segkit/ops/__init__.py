@@ -12,9 +12,8 @@ the cross-entropy over axis 1 slowly even so). segkit calls oneDNN, the library 
 ``onednn_nn.cc``; ``onednn_linear.cc`` has none; ``resize.cc`` and HRViT's ``stripe_attention.cc`` are
 plain C++ with OpenMP, the latter calling oneDNN's sgemm), compiled once per machine and Paddle version
 with ``paddle.utils.cpp_extension`` the first time one runs (about 20 s; cached in ``~/.cache/segkit/ops``,
-or under ``$SEGKIT_CACHE_DIR``).
-Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves out:
-``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
+or under ``$SEGKIT_CACHE_DIR``). Building needs g++ and oneDNN's C++ headers, which Paddle's wheel leaves
+out: ``pip install --no-deps onednn-devel==2025.0.0`` (headers only, 0.2 MB).
 
 ``SEGKIT_ONEDNN=0`` switches them off. Where they cannot be built, one warning line says why and
 Paddle's kernels run; callers fall back to Paddle's kernels themselves elsewhere (traced programs,
